@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests need. Safe to run again; does nothing when all are present.
+set -euo pipefail
+need=()
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<18)) { console.error("Node >= 20.18 required, have "+process.version); process.exit(1) }'

@@ -1,0 +1,106 @@
+/**
+ * Typed errors of the node. Each carries the HTTP status and error code it becomes;
+ * the HTTP layer turns them into JSON responses in one place (api/respond.ts).
+ */
+
+export abstract class DynamoError extends Error {
+  abstract readonly status: number;
+  abstract readonly code: string;
+  /** Extra JSON fields for the error body (e.g. needed/got). */
+  details(): Record<string, unknown> {
+    return {};
+  }
+}
+
+/** Bad input from a client: key, bucket, query parameter, props, body. */
+export class InvalidRequestError extends DynamoError {
+  readonly status = 400;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'InvalidRequestError';
+  }
+}
+
+/** A context that does not decode or fails its integrity check. */
+export class InvalidContextError extends InvalidRequestError {
+  constructor(message: string) {
+    super('invalid_context', message);
+    this.name = 'InvalidContextError';
+  }
+}
+
+export class ValueTooLargeError extends DynamoError {
+  readonly status = 413;
+  readonly code = 'value_too_large';
+  constructor(readonly limit: number) {
+    super(`value exceeds the limit of ${limit} bytes`);
+    this.name = 'ValueTooLargeError';
+  }
+  override details() {
+    return { limit: this.limit };
+  }
+}
+
+export class NotFoundError extends DynamoError {
+  readonly status = 404;
+  readonly code = 'not_found';
+  constructor(message = 'not found') {
+    super(message);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** Fewer replicas answered than the request's r or w asked for. */
+export class QuorumNotMetError extends DynamoError {
+  readonly status = 503;
+  readonly code = 'quorum_not_met';
+  constructor(
+    readonly op: string,
+    readonly needed: number,
+    readonly got: number,
+    readonly reasons: string[] = [],
+  ) {
+    super(`${op}: needed ${needed} replica replies, got ${got}`);
+    this.name = 'QuorumNotMetError';
+  }
+  override details() {
+    return { needed: this.needed, got: this.got };
+  }
+}
+
+/** Transport: the peer cannot be reached or the connection dropped before it answered. */
+export class PeerUnavailableError extends Error {
+  constructor(
+    readonly peer: string,
+    message: string,
+  ) {
+    super(`${peer}: ${message}`);
+    this.name = 'PeerUnavailableError';
+  }
+}
+
+/** Transport: the peer did not answer within the request's timeout. */
+export class RequestTimeoutError extends Error {
+  constructor(
+    readonly peer: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${peer}: no reply within ${timeoutMs} ms`);
+    this.name = 'RequestTimeoutError';
+  }
+}
+
+/** Transport: the peer handled the request and answered with an error. */
+export class RemoteError extends Error {
+  constructor(
+    readonly peer: string,
+    readonly code: string,
+    message: string,
+  ) {
+    super(`${peer}: ${code}: ${message}`);
+    this.name = 'RemoteError';
+  }
+}
