@@ -1,0 +1,109 @@
+/**
+ * The HTTP server: plain node:http with a small router, so the key/value hot path pays for no framework.
+ * Routes: /buckets/{b}/keys/{k}, /buckets/{b}/props, /health, /ready, /metrics, /admin/ring.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
+import type { Op } from '../metrics/metrics.js';
+import { ringView } from './admin.js';
+import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
+import type { NodeContext } from './node-context.js';
+import { sendError, sendJson } from './respond.js';
+import { decodeSegment, validateBucket, validateKey } from './validate.js';
+
+class MethodNotAllowedError extends DynamoError {
+  readonly status = 405;
+  readonly code = 'method_not_allowed';
+  constructor(allowed: string) {
+    super(`allowed methods: ${allowed}`);
+  }
+}
+
+const OPS: Record<string, Op> = { GET: 'get', HEAD: 'get', PUT: 'put', POST: 'put', DELETE: 'delete' };
+
+/** Routes /buckets/... requests; returns the metric op name. */
+async function routeBuckets(
+  ctx: NodeContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  parts: string[],
+  q: URLSearchParams,
+  rid: string,
+): Promise<Op> {
+  const bucket = validateBucket(decodeSegment(parts[1] ?? '', 'bucket'));
+  const method = req.method ?? 'GET';
+  if (parts[2] === 'props' && parts.length === 3) {
+    if (method === 'GET') getProps(ctx, res, bucket);
+    else if (method === 'PUT') await putProps(ctx, req, res, bucket);
+    else throw new MethodNotAllowedError('GET, PUT');
+    return 'props';
+  }
+  if (parts[2] !== 'keys' || parts.length < 4) throw new NotFoundError('no such route');
+  // An unencoded '/' in a key is kept as part of the key.
+  const key = validateKey(
+    parts
+      .slice(3)
+      .map((s) => decodeSegment(s, 'key'))
+      .join('/'),
+  );
+  const op = OPS[method];
+  const kr: KeyRequest = { req, res, query: q, bucket, key, rid };
+  if (op === 'get') await getObject(ctx, kr);
+  else if (op === 'put') await putObject(ctx, kr, false);
+  else if (op === 'delete') await putObject(ctx, kr, true);
+  else throw new MethodNotAllowedError('GET, PUT, POST, DELETE');
+  return op;
+}
+
+async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = process.hrtime.bigint();
+  const url = req.url ?? '/';
+  const qi = url.indexOf('?');
+  const path = qi < 0 ? url : url.slice(0, qi);
+  const q = new URLSearchParams(qi < 0 ? '' : url.slice(qi + 1));
+  const parts = path.split('/').slice(1);
+  const header = req.headers['x-request-id'];
+  const rid = typeof header === 'string' && header.length <= 128 ? header : randomUUID();
+  let op: Op | undefined;
+  try {
+    if (parts[0] === 'buckets') {
+      op = await routeBuckets(ctx, req, res, parts, q, rid);
+    } else if (path === '/health') {
+      sendJson(res, 200, { status: 'ok', node: ctx.config.nodeId });
+    } else if (path === '/ready') {
+      const ready = ctx.ready();
+      sendJson(res, ready ? 200 : 503, { ready, node: ctx.config.nodeId });
+    } else if (path === '/metrics') {
+      const body = await ctx.metrics.registry.metrics();
+      res.writeHead(200, { 'Content-Type': ctx.metrics.registry.contentType });
+      res.end(body);
+    } else if (path === '/admin/ring') {
+      sendJson(res, 200, ringView(ctx, q.get('tokens') === 'true'));
+    } else {
+      throw new NotFoundError('no such route');
+    }
+  } catch (err) {
+    // The op is known only after validation; count failed validation under the method's op.
+    op ??= parts[0] === 'buckets' ? (parts[2] === 'props' ? 'props' : OPS[req.method ?? 'GET']) : undefined;
+    if (err instanceof QuorumNotMetError && op) ctx.metrics.quorumFailures.inc({ op });
+    if (res.headersSent) res.destroy();
+    else
+      sendError(res, err, (e) => ctx.log.error({ err: e, rid, method: req.method, path }, 'request failed'));
+    // Unread request bodies would otherwise stall keep-alive connections.
+    if (!req.complete) req.resume();
+  }
+  if (op) {
+    ctx.metrics.requests.inc({ op, code: String(res.statusCode) });
+    ctx.metrics.duration.observe({ op }, Number(process.hrtime.bigint() - started) / 1e9);
+  }
+}
+
+/** Creates the HTTP server of a node (not yet listening). */
+export function createHttpServer(ctx: NodeContext): Server {
+  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    void route(ctx, req, res);
+  });
+  server.headersTimeout = 66_000;
+  return server;
+}

@@ -1,0 +1,20 @@
+/** What the HTTP handlers need from the running node. */
+import type { Logger } from 'pino';
+import type { BucketPropsTable, StampedProps } from '../buckets/props.js';
+import type { NodeConfig } from '../config.js';
+import type { Coordinator } from '../coordinator/coordinator.js';
+import type { Membership } from '../membership/membership.js';
+import type { NodeMetrics } from '../metrics/metrics.js';
+
+export interface NodeContext {
+  config: NodeConfig;
+  membership: Membership;
+  coordinator: Coordinator;
+  props: BucketPropsTable;
+  metrics: NodeMetrics;
+  log: Logger;
+  /** Stores bucket props locally and pushes them to every member. */
+  setProps(stamped: StampedProps): Promise<void>;
+  /** True once the node has joined and serves requests. */
+  ready(): boolean;
+}

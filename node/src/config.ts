@@ -1,0 +1,300 @@
+/**
+ * Every setting of a node in one table: name, flag, environment variable, default and meaning.
+ * Precedence: defaults < environment < command-line flags. README's configuration table is checked against it.
+ */
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { InvalidRequestError } from './errors.js';
+
+export interface NodeConfig {
+  nodeId: string;
+  clusterName: string;
+  httpHost: string;
+  httpPort: number;
+  peerHost: string;
+  peerPort: number;
+  advertiseAddress: string;
+  members: string;
+  clusterFile: string;
+  tokens: number;
+  rack: string;
+  dataDir: string;
+  syncWrites: boolean;
+  maxValueBytes: number;
+  defaultN: number;
+  defaultR: number;
+  defaultW: number;
+  requestTimeoutMs: number;
+  clockMaxEntries: number;
+  clockPruneAgeMs: number;
+  propsSyncIntervalMs: number;
+  logLevel: string;
+}
+
+type Kind = 'string' | 'int' | 'bool';
+
+export interface Setting {
+  key: keyof NodeConfig;
+  flag: string;
+  env: string;
+  kind: Kind;
+  /** Default as shown in docs; a function when it depends on other settings. */
+  default: string | number | boolean | ((c: NodeConfig) => string);
+  doc: string;
+  min?: number;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  {
+    key: 'nodeId',
+    flag: 'node-id',
+    env: 'DYNAMO_NODE_ID',
+    kind: 'string',
+    default: () => hostname(),
+    doc: "This node's unique id in the cluster (a StatefulSet pod name in Kubernetes). Default: the host name.",
+  },
+  {
+    key: 'clusterName',
+    flag: 'cluster-name',
+    env: 'DYNAMO_CLUSTER_NAME',
+    kind: 'string',
+    default: 'dynamo',
+    doc: 'Cluster name; peers with another name are refused.',
+  },
+  {
+    key: 'httpHost',
+    flag: 'http-host',
+    env: 'DYNAMO_HTTP_HOST',
+    kind: 'string',
+    default: '0.0.0.0',
+    doc: 'Address the client/admin HTTP API binds to.',
+  },
+  {
+    key: 'httpPort',
+    flag: 'http-port',
+    env: 'DYNAMO_HTTP_PORT',
+    kind: 'int',
+    default: 8080,
+    min: 0,
+    doc: 'Port of the client/admin HTTP API.',
+  },
+  {
+    key: 'peerHost',
+    flag: 'peer-host',
+    env: 'DYNAMO_PEER_HOST',
+    kind: 'string',
+    default: '0.0.0.0',
+    doc: 'Address the node-to-node transport binds to.',
+  },
+  {
+    key: 'peerPort',
+    flag: 'peer-port',
+    env: 'DYNAMO_PEER_PORT',
+    kind: 'int',
+    default: 7070,
+    min: 0,
+    doc: 'Port of the node-to-node transport.',
+  },
+  {
+    key: 'advertiseAddress',
+    flag: 'advertise',
+    env: 'DYNAMO_ADVERTISE',
+    kind: 'string',
+    default: (c) => `${c.nodeId}:${c.peerPort}`,
+    doc: "host:port other nodes use to reach this node's transport. Default: <node-id>:<peer-port>.",
+  },
+  {
+    key: 'members',
+    flag: 'members',
+    env: 'DYNAMO_MEMBERS',
+    kind: 'string',
+    default: '',
+    doc: 'Static membership: comma-separated id=host:port of every node, this one included. Empty: a one-node cluster.',
+  },
+  {
+    key: 'clusterFile',
+    flag: 'cluster-file',
+    env: 'DYNAMO_CLUSTER_FILE',
+    kind: 'string',
+    default: '',
+    doc: 'JSON file listing members with per-node tokens and racks: [{"id","address","tokens"?: number | string[],"rack"?}]. Overrides --members.',
+  },
+  {
+    key: 'tokens',
+    flag: 'tokens',
+    env: 'DYNAMO_TOKENS',
+    kind: 'int',
+    default: 256,
+    min: 1,
+    doc: 'Virtual-node tokens per node when members do not say otherwise.',
+  },
+  {
+    key: 'rack',
+    flag: 'rack',
+    env: 'DYNAMO_RACK',
+    kind: 'string',
+    default: '',
+    doc: 'Rack or zone label of this node; replicas prefer distinct racks.',
+  },
+  {
+    key: 'dataDir',
+    flag: 'data-dir',
+    env: 'DYNAMO_DATA_DIR',
+    kind: 'string',
+    default: (c) => `./data/${c.nodeId}`,
+    doc: "Directory of this node's LevelDB database. Default: ./data/<node-id>.",
+  },
+  {
+    key: 'syncWrites',
+    flag: 'sync-writes',
+    env: 'DYNAMO_SYNC_WRITES',
+    kind: 'bool',
+    default: false,
+    doc: "fsync every write before acknowledging it. Off: a write is in LevelDB's log (survives a process crash, not a power loss of all replicas at once), like Cassandra's periodic commit-log sync; on: survives power loss, several times slower.",
+  },
+  {
+    key: 'maxValueBytes',
+    flag: 'max-value-bytes',
+    env: 'DYNAMO_MAX_VALUE_BYTES',
+    kind: 'int',
+    default: 1048576,
+    min: 1,
+    doc: 'Largest value accepted, in bytes; larger gets 413.',
+  },
+  {
+    key: 'defaultN',
+    flag: 'default-n',
+    env: 'DYNAMO_DEFAULT_N',
+    kind: 'int',
+    default: 3,
+    min: 1,
+    doc: 'Replicas per key for buckets without props.',
+  },
+  {
+    key: 'defaultR',
+    flag: 'default-r',
+    env: 'DYNAMO_DEFAULT_R',
+    kind: 'int',
+    default: 2,
+    min: 1,
+    doc: 'Read quorum for buckets without props.',
+  },
+  {
+    key: 'defaultW',
+    flag: 'default-w',
+    env: 'DYNAMO_DEFAULT_W',
+    kind: 'int',
+    default: 2,
+    min: 1,
+    doc: 'Write quorum for buckets without props.',
+  },
+  {
+    key: 'requestTimeoutMs',
+    flag: 'request-timeout-ms',
+    env: 'DYNAMO_REQUEST_TIMEOUT_MS',
+    kind: 'int',
+    default: 10000,
+    min: 1,
+    doc: 'Default time a coordinator waits for a quorum (per request: ?timeout=).',
+  },
+  {
+    key: 'clockMaxEntries',
+    flag: 'clock-max-entries',
+    env: 'DYNAMO_CLOCK_MAX_ENTRIES',
+    kind: 'int',
+    default: 50,
+    min: 1,
+    doc: 'Clock entries kept per object before old value-less entries are pruned.',
+  },
+  {
+    key: 'clockPruneAgeMs',
+    flag: 'clock-prune-age-ms',
+    env: 'DYNAMO_CLOCK_PRUNE_AGE_MS',
+    kind: 'int',
+    default: 86400000,
+    min: 0,
+    doc: 'Only clock entries idle longer than this may be pruned.',
+  },
+  {
+    key: 'propsSyncIntervalMs',
+    flag: 'props-sync-interval-ms',
+    env: 'DYNAMO_PROPS_SYNC_INTERVAL_MS',
+    kind: 'int',
+    default: 30000,
+    min: 100,
+    doc: 'How often a node pulls bucket props from a random peer.',
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'DYNAMO_LOG_LEVEL',
+    kind: 'string',
+    default: 'info',
+    doc: 'Log level: fatal, error, warn, info, debug, trace.',
+  },
+];
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+function parseValue(s: Setting, raw: string, source: string): string | number | boolean {
+  if (s.kind === 'string') return raw;
+  if (s.kind === 'bool') {
+    if (['true', '1', 'yes', 'on', ''].includes(raw)) return true;
+    if (['false', '0', 'no', 'off'].includes(raw)) return false;
+    throw new InvalidRequestError('invalid_config', `${source}: expected true or false, got "${raw}"`);
+  }
+  const n = Number(raw);
+  if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < (s.min ?? Number.MIN_SAFE_INTEGER)) {
+    throw new InvalidRequestError(
+      'invalid_config',
+      `${source}: expected an integer >= ${s.min ?? 0}, got "${raw}"`,
+    );
+  }
+  return n;
+}
+
+/** Builds the configuration from flags (name → raw value, as parsed by parseArgs) and the environment. */
+export function loadConfig(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv = process.env,
+): NodeConfig {
+  const config = {} as Record<keyof NodeConfig, unknown>;
+  const derived: Setting[] = [];
+  for (const s of SETTINGS) {
+    const flag = flags[s.flag];
+    const fromEnv = env[s.env];
+    if (flag !== undefined) config[s.key] = parseValue(s, flag === true ? '' : String(flag), `--${s.flag}`);
+    else if (fromEnv !== undefined && fromEnv !== '') config[s.key] = parseValue(s, fromEnv, s.env);
+    else if (typeof s.default === 'function') derived.push(s);
+    else config[s.key] = s.default;
+  }
+  for (const s of derived)
+    config[s.key] = (s.default as (c: NodeConfig) => string)(config as unknown as NodeConfig);
+  const c = config as unknown as NodeConfig;
+  c.dataDir = resolve(c.dataDir);
+  if (!LOG_LEVELS.has(c.logLevel))
+    throw new InvalidRequestError('invalid_config', `--log-level: unknown level "${c.logLevel}"`);
+  if (c.defaultR > c.defaultN || c.defaultW > c.defaultN) {
+    throw new InvalidRequestError(
+      'invalid_config',
+      '--default-r and --default-w must not exceed --default-n',
+    );
+  }
+  return c;
+}
+
+/** parseArgs option descriptors for every setting. */
+export function settingOptions(): Record<string, { type: 'string' | 'boolean' }> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {};
+  for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'bool' ? 'boolean' : 'string' };
+  return options;
+}
+
+/** The configuration table in Markdown, as README shows it. */
+export function settingsTable(): string {
+  const rows = SETTINGS.map((s) => {
+    const def = typeof s.default === 'function' ? '(derived)' : `\`${String(s.default)}\``;
+    return `| \`--${s.flag}\` | \`${s.env}\` | ${def} | ${s.doc.replace(/\|/g, '\\|')} |`;
+  });
+  return ['| flag | environment | default | meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
+}

@@ -1,0 +1,154 @@
+/**
+ * Coordinates client requests: finds the key's preference list, sends to its replicas, returns after
+ * R reads or W writes, finishes the rest in the background and repairs stale replicas seen by a read.
+ */
+import type { Logger } from 'pino';
+import type { BucketPropsTable } from '../buckets/props.js';
+import { QuorumNotMetError } from '../errors.js';
+import type { Membership } from '../membership/membership.js';
+import type { GetReply, PutReply, ReplicaRequest } from '../replica/messages.js';
+import { hashKey } from '../ring/index.js';
+import { decodeObject, encodeObject } from '../storage/codec.js';
+import { type Clock, lww, type Sibling, syncAll, type VersionVector } from '../version/index.js';
+import { awaitQuorum } from './quorum.js';
+import { staleReplicas } from './read-repair.js';
+
+/** Sends a request to a replica (this node's own replica is called directly). */
+export type ReplicaCall = (peer: string, req: ReplicaRequest, timeoutMs: number) => Promise<unknown>;
+
+export interface CoordinatorDeps {
+  membership: Membership;
+  props: BucketPropsTable;
+  call: ReplicaCall;
+  log: Logger;
+  /** Called with the number of replicas a read repaired. */
+  onReadRepair?: (replicas: number) => void;
+}
+
+export interface ReadOptions {
+  r: number;
+  timeoutMs: number;
+  rid?: string;
+}
+
+export interface WriteOptions {
+  w: number;
+  timeoutMs: number;
+  /** The causal context the client read; empty when it has none. */
+  context: VersionVector;
+  rid?: string;
+}
+
+export class Coordinator {
+  constructor(private readonly deps: CoordinatorDeps) {}
+
+  /** Replicas of a key for its bucket's n, in preference order. */
+  preferenceList(bucket: string, key: string): string[] {
+    const { n } = this.deps.props.get(bucket);
+    return this.deps.membership.ring().preferenceList(hashKey(bucket, key), n);
+  }
+
+  /** Reads a key from R replicas; undefined when none of them has it. */
+  async get(bucket: string, key: string, opts: ReadOptions): Promise<Clock | undefined> {
+    const props = this.deps.props.get(bucket);
+    const pref = this.preferenceList(bucket, key);
+    const req: ReplicaRequest = { op: 'get', b: bucket, k: key, rid: opts.rid };
+    const calls = pref.map((peer): [string, Promise<Clock | undefined>] => [
+      peer,
+      this.deps.call(peer, req, opts.timeoutMs).then((reply) => {
+        const { obj } = reply as GetReply;
+        return obj ? decodeObject(obj) : undefined;
+      }),
+    ]);
+    const wait = awaitQuorum('get', calls, opts.r);
+    const replies = await wait.quorum;
+    void wait.settled.then((all) => this.repair(bucket, key, all.ok, props.conflict === 'lww', opts));
+    return this.resolve(
+      replies.ok.map((r) => r.value),
+      props.conflict === 'lww',
+    );
+  }
+
+  /** Writes a new value (or tombstone) superseding the context; resolves with the stored object after W acks. */
+  async put(bucket: string, key: string, sibling: Sibling, opts: WriteOptions): Promise<Clock> {
+    const props = this.deps.props.get(bucket);
+    const isLww = props.conflict === 'lww';
+    const pref = this.preferenceList(bucket, key);
+    const self = this.deps.membership.self;
+    // This node coordinates the write itself when it is a replica: saves a hop.
+    const order = pref.includes(self) ? [self, ...pref.filter((p) => p !== self)] : pref;
+    const deadline = Date.now() + opts.timeoutMs;
+    const remaining = () => Math.max(1, deadline - Date.now());
+    const reasons: string[] = [];
+    let first: { peer: string; reply: PutReply } | undefined;
+    for (const peer of order) {
+      const req: ReplicaRequest = {
+        op: 'put',
+        b: bucket,
+        k: key,
+        ctx: opts.context,
+        sib: sibling,
+        lww: isLww,
+        rid: opts.rid,
+      };
+      try {
+        first = { peer, reply: (await this.deps.call(peer, req, remaining())) as PutReply };
+        break;
+      } catch (err) {
+        reasons.push((err as Error).message);
+        this.deps.log.debug({ peer, err: (err as Error).message, rid: opts.rid }, 'put coordination failed');
+      }
+    }
+    if (!first) throw new QuorumNotMetError('put', opts.w, 0, reasons);
+    const merge: ReplicaRequest = {
+      op: 'merge',
+      b: bucket,
+      k: key,
+      obj: first.reply.obj,
+      lww: isLww,
+      rid: opts.rid,
+    };
+    const others = pref.filter((p) => p !== first.peer);
+    const calls = others.map((peer): [string, Promise<unknown>] => [
+      peer,
+      this.deps.call(peer, merge, remaining()),
+    ]);
+    try {
+      await awaitQuorum('put', calls, opts.w - 1).quorum;
+    } catch (err) {
+      if (err instanceof QuorumNotMetError)
+        throw new QuorumNotMetError('put', opts.w, err.got + 1, err.reasons);
+      throw err;
+    }
+    return decodeObject(first.reply.obj);
+  }
+
+  private resolve(clocks: Array<Clock | undefined>, isLww: boolean): Clock | undefined {
+    const merged = syncAll(clocks.filter((c): c is Clock => c !== undefined));
+    return merged && isLww ? lww(merged) : merged;
+  }
+
+  /** Sends the merged object to every replica whose copy the read found behind. */
+  private repair(
+    bucket: string,
+    key: string,
+    replies: Array<{ peer: string; value: Clock | undefined }>,
+    isLww: boolean,
+    opts: ReadOptions,
+  ): void {
+    const merged = this.resolve(
+      replies.map((r) => r.value),
+      isLww,
+    );
+    const stale = staleReplicas(replies, merged);
+    if (!merged || stale.length === 0) return;
+    const obj = encodeObject(merged);
+    for (const peer of stale) {
+      const req: ReplicaRequest = { op: 'merge', b: bucket, k: key, obj, lww: isLww, rid: opts.rid };
+      this.deps.call(peer, req, opts.timeoutMs).then(
+        () => this.deps.onReadRepair?.(1),
+        (err: Error) => this.deps.log.debug({ peer, err: err.message, rid: opts.rid }, 'read repair failed'),
+      );
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The node's Prometheus metrics (names are part of the external contract, see shared/DESIGN.md).
+ * Labels never carry keys or bucket names.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export type Op = 'get' | 'put' | 'delete' | 'props';
+
+export interface StorageStats {
+  keys(): number;
+  bytes(): Promise<number>;
+}
+
+export class NodeMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<'op' | 'code'>;
+  readonly duration: Histogram<'op'>;
+  readonly quorumFailures: Counter<'op'>;
+  readonly readRepairs: Counter;
+  readonly siblings: Histogram;
+
+  constructor(node: string, storage: StorageStats) {
+    this.registry.setDefaultLabels({ node });
+    collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: 'dynamo_requests_total',
+      help: 'Client requests handled by this node as coordinator, by operation and HTTP status code.',
+      labelNames: ['op', 'code'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'dynamo_request_duration_seconds',
+      help: 'Time from receiving a client request to sending the response.',
+      labelNames: ['op'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.quorumFailures = new Counter({
+      name: 'dynamo_quorum_failures_total',
+      help: 'Requests answered 503 because fewer replicas replied than r or w required.',
+      labelNames: ['op'],
+      registers,
+    });
+    this.readRepairs = new Counter({
+      name: 'dynamo_read_repairs_total',
+      help: 'Stale replicas updated by read repair.',
+      registers,
+    });
+    this.siblings = new Histogram({
+      name: 'dynamo_siblings',
+      help: 'Number of sibling values returned per successful read of an existing key.',
+      buckets: [1, 2, 3, 5, 10, 25, 100],
+      registers,
+    });
+    new Gauge({
+      name: 'dynamo_storage_keys',
+      help: 'Objects stored on this node (tombstones included).',
+      registers,
+      collect() {
+        this.set(storage.keys());
+      },
+    });
+    new Gauge({
+      name: 'dynamo_storage_bytes',
+      help: "LevelDB's estimate of the bytes this node's objects take on disk.",
+      registers,
+      async collect() {
+        this.set(await storage.bytes());
+      },
+    });
+  }
+}

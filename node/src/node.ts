@@ -1,0 +1,154 @@
+/** Starts one node: storage, membership, transport, replica, coordinator and the HTTP API, wired together. */
+import type { AddressInfo } from 'node:net';
+import { type Logger, pino } from 'pino';
+import { createHttpServer } from './api/http.js';
+import type { NodeContext } from './api/node-context.js';
+import { BucketPropsTable, type StampedProps } from './buckets/props.js';
+import type { NodeConfig } from './config.js';
+import { Coordinator } from './coordinator/coordinator.js';
+import type { Member } from './membership/membership.js';
+import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
+import { NodeMetrics } from './metrics/metrics.js';
+import type { ReplicaRequest } from './replica/messages.js';
+import { Replica } from './replica/replica.js';
+import { generateTokens } from './ring/index.js';
+import { ObjectStore } from './storage/store.js';
+import { TcpTransport } from './transport/tcp.js';
+
+export interface RunningNode {
+  httpPort: number;
+  peerPort: number;
+  log: Logger;
+  /** Stops serving, waits for in-flight requests (up to a few seconds) and closes the database. */
+  close(): Promise<void>;
+}
+
+function membersOf(config: NodeConfig): Member[] {
+  if (config.clusterFile) return loadClusterFile(config.clusterFile, config.tokens);
+  if (config.members) return parseMembers(config.members, config.tokens);
+  const self: Member = {
+    id: config.nodeId,
+    address: config.advertiseAddress,
+    tokens: generateTokens(config.nodeId, config.tokens),
+  };
+  if (config.rack) self.rack = config.rack;
+  return [self];
+}
+
+/** Starts a node with the given configuration; resolves once it serves requests. */
+export async function startNode(
+  config: NodeConfig,
+  log: Logger = pino({ level: config.logLevel }),
+): Promise<RunningNode> {
+  log = log.child({ node: config.nodeId });
+  const membership = new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
+  const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
+  const props = await BucketPropsTable.load(store, {
+    n: config.defaultN,
+    r: config.defaultR,
+    w: config.defaultW,
+    conflict: 'siblings',
+  });
+  const metrics = new NodeMetrics(config.nodeId, {
+    keys: () => store.keyCount,
+    bytes: () => store.approximateBytes(),
+  });
+  const replica = new Replica(store, props, {
+    self: config.nodeId,
+    clockMaxEntries: config.clockMaxEntries,
+    clockPruneAgeMs: config.clockPruneAgeMs,
+  });
+  const transport = new TcpTransport({
+    self: config.nodeId,
+    cluster: config.clusterName,
+    host: config.peerHost,
+    port: config.peerPort,
+    resolve: (peer) => membership.address(peer),
+    onError: (err, context) => log.warn({ err, context }, 'transport error'),
+  });
+  await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
+  const call = (peer: string, req: ReplicaRequest, timeoutMs: number) =>
+    peer === config.nodeId ? replica.handle(req) : transport.request(peer, req, timeoutMs);
+  const coordinator = new Coordinator({
+    membership,
+    props,
+    call,
+    log,
+    onReadRepair: (n) => metrics.readRepairs.inc(n),
+  });
+  const peers = () => membership.members().filter((m) => m.id !== config.nodeId);
+
+  async function setProps(stamped: StampedProps): Promise<void> {
+    await props.merge(stamped);
+    const results = await Promise.allSettled(
+      peers().map((m) =>
+        transport.request(m.id, { op: 'props.set', props: stamped }, config.requestTimeoutMs),
+      ),
+    );
+    for (const r of results)
+      if (r.status === 'rejected')
+        log.warn({ err: r.reason.message }, 'bucket props not pushed to a peer; it will pull them later');
+  }
+
+  // Pull props from a random peer now and then, so a node that was down when they changed catches up.
+  async function syncProps(): Promise<void> {
+    const candidates = peers();
+    const peer = candidates[Math.floor(Math.random() * candidates.length)];
+    if (!peer) return;
+    try {
+      const reply = (await transport.request(peer.id, { op: 'props.all' }, config.requestTimeoutMs)) as {
+        props: StampedProps[];
+      };
+      for (const stamped of reply.props) await props.merge(stamped);
+    } catch (err) {
+      log.debug({ peer: peer.id, err: (err as Error).message }, 'props sync failed');
+    }
+  }
+  void syncProps();
+  const propsTimer = setInterval(() => void syncProps(), config.propsSyncIntervalMs);
+  propsTimer.unref();
+
+  let ready = false;
+  const ctx: NodeContext = {
+    config,
+    membership,
+    coordinator,
+    props,
+    metrics,
+    log,
+    setProps,
+    ready: () => ready,
+  };
+  const server = createHttpServer(ctx);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.httpPort, config.httpHost, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  ready = true;
+  const httpPort = (server.address() as AddressInfo).port;
+  log.info(
+    { httpPort, peerPort: transport.port, members: membership.members().length, dataDir: config.dataDir },
+    'node started',
+  );
+
+  return {
+    httpPort,
+    peerPort: transport.port,
+    log,
+    async close() {
+      ready = false;
+      clearInterval(propsTimer);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), 5000);
+      await closed;
+      clearTimeout(grace);
+      await transport.close();
+      await store.close();
+      log.info('node stopped');
+    },
+  };
+}

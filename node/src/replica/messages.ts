@@ -1,0 +1,22 @@
+/** The node-to-node messages about objects and bucket props, and their replies. */
+import type { StampedProps } from '../buckets/props.js';
+import type { Sibling, VersionVector } from '../version/index.js';
+
+export type ReplicaRequest =
+  /** Read the local copy. */
+  | { op: 'get'; b: string; k: string; rid?: string }
+  /** Coordinate a client write: a new event on this replica's clock, superseding ctx. */
+  | { op: 'put'; b: string; k: string; ctx: VersionVector; sib: Sibling; lww: boolean; rid?: string }
+  /** Merge an object (replication, read repair) into the local copy. */
+  | { op: 'merge'; b: string; k: string; obj: Buffer; lww: boolean; rid?: string }
+  | { op: 'props.set'; props: StampedProps }
+  | { op: 'props.all' };
+
+/** Reply to get: the encoded object, or null when this replica has never seen the key. */
+export interface GetReply {
+  obj: Buffer | null;
+}
+/** Reply to put: the encoded object as stored after the write. */
+export interface PutReply {
+  obj: Buffer;
+}

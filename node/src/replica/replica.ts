@@ -1,0 +1,75 @@
+/**
+ * The replica side of every object operation: applies coordinated writes and merges to the local
+ * store with the dvvset rules, and answers reads. One instance per node, behind the transport.
+ */
+import type { BucketPropsTable } from '../buckets/props.js';
+import { InvalidRequestError } from '../errors.js';
+import { decodeObject, encodeObject } from '../storage/codec.js';
+import type { ObjectStore } from '../storage/store.js';
+import { type Clock, equalHistory, lww, prune, sync, update, withContext } from '../version/index.js';
+import type { GetReply, PutReply, ReplicaRequest } from './messages.js';
+
+export interface ReplicaOptions {
+  self: string;
+  clockMaxEntries: number;
+  clockPruneAgeMs: number;
+  now?: () => number;
+}
+
+const valueCount = (c: Clock) => c.anonymous.length + c.entries.reduce((n, e) => n + e.values.length, 0);
+
+/** True when merging changed nothing, so the write can be skipped. */
+const unchanged = (before: Clock, after: Clock) =>
+  equalHistory(before, after) && valueCount(before) === valueCount(after);
+
+export class Replica {
+  private readonly now: () => number;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly props: BucketPropsTable,
+    private readonly opts: ReplicaOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Handles one request (from a peer, or from this node's own coordinator). */
+  async handle(req: ReplicaRequest): Promise<unknown> {
+    switch (req.op) {
+      case 'get':
+        return { obj: (await this.store.getRaw(req.b, req.k)) ?? null } satisfies GetReply;
+      case 'put': {
+        const stored = await this.store.modify(req.b, req.k, (local) =>
+          this.bound(update(withContext(req.ctx, req.sib), local, this.opts.self, this.now()), req.lww),
+        );
+        return { obj: encodeObject(stored) } satisfies PutReply;
+      }
+      case 'merge': {
+        const incoming = decodeObject(req.obj);
+        await this.store.modify(req.b, req.k, (local) => {
+          if (!local) return this.bound(incoming, req.lww);
+          const merged = this.bound(sync(local, incoming), req.lww);
+          return unchanged(local, merged) ? local : merged;
+        });
+        return { ok: true };
+      }
+      case 'props.set':
+        await this.props.merge(req.props);
+        return { ok: true };
+      case 'props.all':
+        return { props: this.props.all() };
+      default:
+        throw new InvalidRequestError('unknown_op', `unknown replica op ${(req as { op: string }).op}`);
+    }
+  }
+
+  /** Applies the bucket's conflict mode and the clock-size bound. */
+  private bound(c: Clock, lastWriterWins: boolean): Clock {
+    const resolved = lastWriterWins ? lww(c) : c;
+    return prune(resolved, {
+      maxEntries: this.opts.clockMaxEntries,
+      minAgeMs: this.opts.clockPruneAgeMs,
+      now: this.now(),
+    });
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * The real transport: one persistent, multiplexed TCP connection per peer pair direction.
+ * A connection opens with a hello naming the cluster and the node; a peer of another cluster is refused.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { DynamoError, PeerUnavailableError, RemoteError, RequestTimeoutError } from '../errors.js';
+import { encodeFrame, type Frame, FrameDecoder, FrameKind } from './frame.js';
+import type { RequestHandler, Transport } from './transport.js';
+
+export interface TcpTransportOptions {
+  self: string;
+  cluster: string;
+  host: string;
+  port: number;
+  /** host:port of a peer's transport, or undefined when the peer is unknown. */
+  resolve: (peer: string) => string | undefined;
+  /** How long to wait for a TCP connection to open. */
+  connectTimeoutMs?: number;
+  onError?: (err: Error, context: string) => void;
+}
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface HelloPayload {
+  cluster: string;
+  node: string;
+}
+
+/** Writes frames; corks the socket so frames produced in one tick leave in one segment. */
+function send(socket: Socket, kind: FrameKind, id: number, payload: unknown): void {
+  const [header, body] = encodeFrame(kind, id, payload);
+  if (!socket.writableCorked) {
+    socket.cork();
+    process.nextTick(() => socket.uncork());
+  }
+  socket.write(header);
+  socket.write(body);
+}
+
+/** An outbound connection to one peer, multiplexing requests by id. */
+class PeerConnection {
+  readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closedError: Error | undefined;
+
+  constructor(
+    readonly peer: string,
+    readonly socket: Socket,
+    readonly ready: Promise<void>,
+  ) {}
+
+  request(body: unknown, timeoutMs: number): Promise<unknown> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new RequestTimeoutError(this.peer, timeoutMs));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      send(this.socket, FrameKind.Request, id, body);
+    });
+  }
+
+  onFrame(frame: Frame): void {
+    const p = this.pending.get(frame.id);
+    if (!p) return; // already timed out
+    this.pending.delete(frame.id);
+    clearTimeout(p.timer);
+    if (frame.kind === FrameKind.Reply) p.resolve(frame.payload);
+    else {
+      const e = frame.payload as { code?: string; message?: string };
+      p.reject(new RemoteError(this.peer, e.code ?? 'internal', e.message ?? 'remote error'));
+    }
+  }
+
+  fail(err: Error): void {
+    this.closedError ??= err;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+  }
+}
+
+export class TcpTransport implements Transport {
+  private server: Server | undefined;
+  private readonly outbound = new Map<string, PeerConnection>();
+  private readonly inbound = new Set<Socket>();
+  /** After a failed connect, requests fail fast until this time instead of reconnecting per request. */
+  private readonly retryAt = new Map<string, { at: number; backoffMs: number; error: Error }>();
+  private closed = false;
+
+  constructor(private readonly opts: TcpTransportOptions) {}
+
+  /** The port the server listens on (useful with port 0). */
+  get port(): number {
+    const addr = this.server?.address();
+    return typeof addr === 'object' && addr ? addr.port : this.opts.port;
+  }
+
+  listen(handler: RequestHandler): Promise<void> {
+    const server = createServer((socket) => this.accept(socket, handler));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  private accept(socket: Socket, handler: RequestHandler): void {
+    socket.setNoDelay(true);
+    this.inbound.add(socket);
+    socket.on('close', () => this.inbound.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const decoder = new FrameDecoder();
+    let from: string | undefined;
+    socket.on('data', (chunk) => {
+      let frames: Frame[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        this.opts.onError?.(err as Error, 'inbound frame');
+        socket.destroy();
+        return;
+      }
+      for (const frame of frames) {
+        if (frame.kind === FrameKind.Hello) {
+          const hello = frame.payload as HelloPayload;
+          if (hello?.cluster !== this.opts.cluster) {
+            send(socket, FrameKind.ErrorReply, frame.id, {
+              code: 'cluster_mismatch',
+              message: `this node belongs to cluster "${this.opts.cluster}", not "${hello?.cluster}"`,
+            });
+            socket.end();
+            return;
+          }
+          from = String(hello.node);
+          send(socket, FrameKind.HelloOk, frame.id, { node: this.opts.self });
+        } else if (frame.kind === FrameKind.Request) {
+          if (from === undefined) {
+            socket.destroy();
+            return;
+          }
+          const peer = from;
+          handler(peer, frame.payload).then(
+            (reply) => !socket.destroyed && send(socket, FrameKind.Reply, frame.id, reply ?? null),
+            (err: Error) => {
+              const code = err instanceof DynamoError ? err.code : 'internal';
+              if (!(err instanceof DynamoError)) this.opts.onError?.(err, `handling request from ${peer}`);
+              if (!socket.destroyed)
+                send(socket, FrameKind.ErrorReply, frame.id, { code, message: err.message });
+            },
+          );
+        }
+      }
+    });
+  }
+
+  request(peer: string, body: unknown, timeoutMs: number): Promise<unknown> {
+    if (this.closed) return Promise.reject(new PeerUnavailableError(peer, 'transport closed'));
+    const conn = this.outbound.get(peer) ?? this.connect(peer);
+    if (conn instanceof Error) return Promise.reject(conn);
+    return conn.ready.then(() => conn.request(body, timeoutMs));
+  }
+
+  private connect(peer: string): PeerConnection | Error {
+    const backoff = this.retryAt.get(peer);
+    if (backoff && Date.now() < backoff.at) return backoff.error;
+    const address = this.opts.resolve(peer);
+    if (!address) return new PeerUnavailableError(peer, 'unknown peer');
+    const colon = address.lastIndexOf(':');
+    const host = address.slice(0, colon).replace(/^\[|\]$/g, '');
+    const port = Number(address.slice(colon + 1));
+    const socket = createConnection({ host, port });
+    socket.setNoDelay(true);
+    let markReady!: () => void;
+    let markFailed!: (e: Error) => void;
+    const ready = new Promise<void>((res, rej) => {
+      markReady = res;
+      markFailed = rej;
+    });
+    ready.catch(() => undefined);
+    const conn = new PeerConnection(peer, socket, ready);
+    this.outbound.set(peer, conn);
+    const connectTimer = setTimeout(
+      () => socket.destroy(new Error(`connect timeout to ${address}`)),
+      this.opts.connectTimeoutMs ?? 2000,
+    );
+    let opened = false;
+    const decoder = new FrameDecoder();
+    socket.on('data', (chunk) => {
+      let frames: Frame[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (err) {
+        socket.destroy(err as Error);
+        return;
+      }
+      for (const frame of frames) {
+        if (frame.id === 0 && frame.kind === FrameKind.HelloOk) {
+          opened = true;
+          clearTimeout(connectTimer);
+          this.retryAt.delete(peer);
+          markReady();
+        } else if (frame.id === 0 && frame.kind === FrameKind.ErrorReply) {
+          const e = frame.payload as { message?: string };
+          socket.destroy(new Error(e.message ?? 'handshake refused'));
+        } else conn.onFrame(frame);
+      }
+    });
+    socket.on('error', () => undefined); // 'close' follows with the outcome
+    socket.on('close', () => {
+      clearTimeout(connectTimer);
+      if (this.outbound.get(peer) === conn) this.outbound.delete(peer);
+      const reason = (socket.errored as Error | null)?.message ?? 'connection closed';
+      const err = new PeerUnavailableError(peer, reason);
+      if (!opened) {
+        const backoffMs = Math.min((backoff?.backoffMs ?? 50) * 2, 1000);
+        this.retryAt.set(peer, { at: Date.now() + backoffMs, backoffMs, error: err });
+      }
+      markFailed(err);
+      conn.fail(err);
+    });
+    send(socket, FrameKind.Hello, 0, {
+      cluster: this.opts.cluster,
+      node: this.opts.self,
+    } satisfies HelloPayload);
+    return conn;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const conn of this.outbound.values()) conn.socket.destroy();
+    for (const socket of this.inbound) socket.destroy();
+    this.outbound.clear();
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
