@@ -7,7 +7,11 @@ export interface Replies<T> {
 }
 
 export interface QuorumWait<T> {
-  /** Resolves with the replies so far once `needed` calls succeeded; rejects with QuorumNotMetError as soon as too many failed. */
+  /**
+   * Resolves with the replies so far once `needed` calls succeeded. Once too many failed, rejects with
+   * QuorumNotMetError after the calls still in flight finish (each is bounded by its timeout), so `got`
+   * counts every replica that did take the request.
+   */
   quorum: Promise<Replies<T>>;
   /** Resolves with every reply and failure once all calls have finished. */
   settled: Promise<Replies<T>>;
@@ -29,8 +33,9 @@ export function awaitQuorum<T>(
   quorum.catch(() => undefined); // callers may only look at `settled`
   const snapshot = () => ({ ok: [...replies.ok], failed: [...replies.failed] });
   const check = () => {
+    const done = replies.ok.length + replies.failed.length === calls.length;
     if (replies.ok.length >= needed) resolveQuorum(snapshot());
-    else if (calls.length - replies.failed.length < needed) {
+    else if (done) {
       const reasons = replies.failed.map((f) => f.error.message);
       rejectQuorum(new QuorumNotMetError(op, needed, replies.ok.length, reasons));
     }

@@ -1,0 +1,113 @@
+/**
+ * Real node processes on loopback for integration tests: start a cluster from the built CLI,
+ * kill and restart nodes, and clean up data directories afterwards.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const CLI = resolve(import.meta.dirname, '../../dist/node/src/cli/main.js');
+
+/** A port nothing listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export interface TestNode {
+  id: string;
+  url: string;
+  httpPort: number;
+  peerPort: number;
+  dataDir: string;
+  proc?: ChildProcess;
+  output: string[];
+}
+
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export class TestCluster {
+  private constructor(
+    readonly nodes: TestNode[],
+    private readonly root: string,
+    private readonly args: string[],
+  ) {}
+
+  /** Starts `count` nodes with static membership of all of them; resolves when every one is ready. */
+  static async start(count: number, args: string[] = []): Promise<TestCluster> {
+    if (!existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first (npm test does)`);
+    const root = mkdtempSync(join(tmpdir(), 'dynamo-it-'));
+    const nodes: TestNode[] = [];
+    for (let i = 0; i < count; i++) {
+      const [httpPort, peerPort] = [await freePort(), await freePort()];
+      const id = `n${i + 1}`;
+      nodes.push({
+        id,
+        httpPort,
+        peerPort,
+        url: `http://127.0.0.1:${httpPort}`,
+        dataDir: join(root, id),
+        output: [],
+      });
+    }
+    const cluster = new TestCluster(nodes, root, args);
+    await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
+    return cluster;
+  }
+
+  url(i: number): string {
+    return this.nodes[i]!.url;
+  }
+
+  /** Starts (or restarts) node i and waits until it answers /ready. */
+  async startNode(i: number): Promise<void> {
+    const node = this.nodes[i]!;
+    const members = this.nodes.map((n) => `${n.id}=127.0.0.1:${n.peerPort}`).join(',');
+    const args = [CLI, 'node', '--node-id', node.id, '--members', members, '--data-dir', node.dataDir];
+    args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort));
+    args.push('--peer-host', '127.0.0.1', '--peer-port', String(node.peerPort));
+    args.push('--tokens', '64', '--log-level', 'warn', ...this.args);
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    node.proc = proc;
+    const keep = (b: Buffer) => node.output.push(b.toString());
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
+    await waitFor(`${node.id} ready`, async () => {
+      if (proc.exitCode !== null) throw new Error(`${node.id} exited: ${node.output.join('')}`);
+      return (await fetch(`${node.url}/ready`)).ok;
+    });
+  }
+
+  /** Sends a signal to node i and waits for the process to exit. */
+  async kill(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const proc = this.nodes[i]!.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill(signal);
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((_, i) => this.kill(i, 'SIGKILL')));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
