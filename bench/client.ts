@@ -1,0 +1,120 @@
+/**
+ * The benchmark's HTTP client for the dynamo-kv API: one undici Pool per endpoint, requests spread
+ * round-robin, every response body consumed so connections are reused. Calls return the status code and
+ * throw only on network errors.
+ */
+import { type Dispatcher, Pool } from 'undici';
+
+/** Bucket replication settings as in `PUT /buckets/{b}/props`. */
+export interface BucketProps {
+  n?: number;
+  r?: number;
+  w?: number;
+  [other: string]: unknown;
+}
+
+// Sibling lists on hot keys can grow large; read them to the end rather than dropping the connection.
+async function consume(body: Dispatcher.ResponseData['body']): Promise<void> {
+  await body.dump({ limit: Number.MAX_SAFE_INTEGER });
+}
+
+const VALUE_CONTENT_TYPE = 'application/octet-stream';
+
+export class KvHttpClient {
+  private readonly pools: Pool[];
+  private turn = 0;
+  /**
+   * The last context seen per key. Updates send it, as an application does: a blind write is concurrent
+   * with every stored version, so a benchmark of blind updates would measure sibling growth on hot keys.
+   */
+  private readonly contexts = new Map<string, string>();
+
+  /** `concurrency` is the total number of clients; each endpoint gets an equal share of connections. */
+  constructor(
+    readonly endpoints: readonly string[],
+    concurrency: number,
+    timeoutMs = 30_000,
+  ) {
+    if (endpoints.length === 0) throw new Error('no endpoints');
+    const connections = Math.ceil(concurrency / endpoints.length);
+    this.pools = endpoints.map(
+      (origin) =>
+        new Pool(origin, { connections, pipelining: 1, headersTimeout: timeoutMs, bodyTimeout: timeoutMs }),
+    );
+  }
+
+  private pool(): Pool {
+    const pool = this.pools[this.turn % this.pools.length]!;
+    this.turn = (this.turn + 1) % this.pools.length;
+    return pool;
+  }
+
+  /** GET a key; 200, 300 (siblings) and 404 are all returned as statuses. */
+  async get(bucket: string, key: string, signal?: AbortSignal): Promise<number> {
+    const path = keyPath(bucket, key);
+    const { statusCode, headers, body } = await this.pool().request({ method: 'GET', path, signal });
+    await consume(body);
+    this.remember(path, headers);
+    return statusCode;
+  }
+
+  /** PUT of a value with the last context this client saw for the key (none for YCSB's inserts). */
+  async put(bucket: string, key: string, value: Buffer, signal?: AbortSignal): Promise<number> {
+    const path = keyPath(bucket, key);
+    const context = this.contexts.get(path);
+    const { statusCode, headers, body } = await this.pool().request({
+      method: 'PUT',
+      path,
+      headers: context
+        ? { 'content-type': VALUE_CONTENT_TYPE, 'x-dynamo-context': context }
+        : { 'content-type': VALUE_CONTENT_TYPE },
+      body: value,
+      signal,
+    });
+    await consume(body);
+    this.remember(path, headers);
+    return statusCode;
+  }
+
+  private remember(path: string, headers: Dispatcher.ResponseData['headers']): void {
+    const context = headers['x-dynamo-context'];
+    if (typeof context === 'string') this.contexts.set(path, context);
+  }
+
+  /** Sets bucket props through the first endpoint; throws with the server's answer unless 2xx. */
+  async setBucketProps(bucket: string, props: BucketProps): Promise<void> {
+    const { statusCode, body } = await this.pools[0]!.request({
+      method: 'PUT',
+      path: propsPath(bucket),
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(props),
+    });
+    const text = await body.text();
+    if (statusCode < 200 || statusCode >= 300) {
+      throw new Error(`PUT ${propsPath(bucket)} answered ${statusCode}: ${text.slice(0, 300)}`);
+    }
+  }
+
+  /** Reads bucket props through the first endpoint, or undefined if the server does not answer 200 JSON. */
+  async getBucketProps(bucket: string): Promise<BucketProps | undefined> {
+    try {
+      const { statusCode, body } = await this.pools[0]!.request({ method: 'GET', path: propsPath(bucket) });
+      const text = await body.text();
+      return statusCode === 200 ? (JSON.parse(text) as BucketProps) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.pools.map((pool) => pool.close()));
+  }
+}
+
+function keyPath(bucket: string, key: string): string {
+  return `/buckets/${encodeURIComponent(bucket)}/keys/${encodeURIComponent(key)}`;
+}
+
+function propsPath(bucket: string): string {
+  return `/buckets/${encodeURIComponent(bucket)}/props`;
+}

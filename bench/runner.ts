@@ -1,0 +1,123 @@
+/**
+ * Runs one benchmark phase (load or a workload) with N closed-loop clients: each client sends its next
+ * operation as soon as the previous one answered, until the operation count or the duration is reached.
+ * Latency of successful operations goes into a histogram per operation type; failures are counted by kind
+ * and never stop the phase.
+ */
+import { performance } from 'node:perf_hooks';
+import type { KvHttpClient } from './client.js';
+import { LatencyHistogram } from './histogram.js';
+import type { Operation, OperationType } from './workload.js';
+
+/** What happened to the operations of one type in a phase. */
+export class OperationStats {
+  /** Latency in microseconds of the successful operations. */
+  readonly latency = new LatencyHistogram();
+  errors = 0;
+  /** Failures by HTTP status ("503") or network error code ("ECONNREFUSED"). */
+  readonly errorsByKind: Record<string, number> = {};
+  /** Reads answered 300 Multiple Choices (siblings); they count as successful reads. */
+  siblingReads = 0;
+
+  recordError(kind: string): void {
+    this.errors += 1;
+    this.errorsByKind[kind] = (this.errorsByKind[kind] ?? 0) + 1;
+  }
+}
+
+/** The measurements of one phase. */
+export interface PhaseResult {
+  name: string;
+  elapsedMs: number;
+  operations: Map<OperationType, OperationStats>;
+}
+
+export interface PhasePlan {
+  name: string;
+  bucket: string;
+  concurrency: number;
+  /** Stop after this many operations (when set). */
+  operations?: number;
+  /** Stop once this much time has passed (when set). */
+  durationMs?: number;
+  /** The operation to issue as the index-th of the phase. */
+  nextOperation: (index: number) => Operation;
+  signal: AbortSignal;
+  /** Called about every second with the number of finished operations. */
+  onProgress?: (done: number, elapsedMs: number) => void;
+}
+
+/** A short name for a failed request: its error code or its class. */
+export function networkErrorKind(err: unknown): string {
+  if (err && typeof err === 'object') {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    const name = (err as { name?: unknown }).name;
+    if (typeof name === 'string') return name;
+  }
+  return 'error';
+}
+
+/** Runs the phase to its end (or until the signal aborts) and returns its measurements. */
+export async function runPhase(client: KvHttpClient, plan: PhasePlan): Promise<PhaseResult> {
+  if (plan.operations === undefined && plan.durationMs === undefined) {
+    throw new Error(`phase ${plan.name} needs an operation count or a duration`);
+  }
+  const operations = new Map<OperationType, OperationStats>();
+  const statsFor = (type: OperationType): OperationStats => {
+    let stats = operations.get(type);
+    if (!stats) {
+      stats = new OperationStats();
+      operations.set(type, stats);
+    }
+    return stats;
+  };
+
+  const started = performance.now();
+  const deadline = plan.durationMs === undefined ? Number.POSITIVE_INFINITY : started + plan.durationMs;
+  const limit = plan.operations ?? Number.POSITIVE_INFINITY;
+  let issued = 0;
+  let done = 0;
+  let finished = started;
+
+  const progress =
+    plan.onProgress && setInterval(() => plan.onProgress?.(done, performance.now() - started), 1000).unref();
+
+  const runClient = async (): Promise<void> => {
+    while (!plan.signal.aborted && issued < limit && performance.now() < deadline) {
+      const op = plan.nextOperation(issued);
+      issued += 1;
+      const stats = statsFor(op.type);
+      const t0 = performance.now();
+      let status = 0;
+      let failure: string | undefined;
+      try {
+        status =
+          op.type === 'read'
+            ? await client.get(plan.bucket, op.key, plan.signal)
+            : await client.put(plan.bucket, op.key, op.value ?? Buffer.alloc(0), plan.signal);
+      } catch (err) {
+        failure = networkErrorKind(err);
+      }
+      const t1 = performance.now();
+      if (plan.signal.aborted) return;
+      done += 1;
+      finished = t1;
+      if (failure !== undefined) {
+        stats.recordError(failure);
+      } else if ((status >= 200 && status < 300) || (op.type === 'read' && status === 300)) {
+        stats.latency.record((t1 - t0) * 1000);
+        if (status === 300) stats.siblingReads += 1;
+      } else {
+        stats.recordError(String(status));
+      }
+    }
+  };
+
+  try {
+    await Promise.all(Array.from({ length: plan.concurrency }, runClient));
+  } finally {
+    if (progress) clearInterval(progress);
+  }
+  return { name: plan.name, elapsedMs: finished - started, operations };
+}

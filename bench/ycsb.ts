@@ -1,0 +1,280 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: YCSB-style benchmark of the dynamo-kv HTTP API. Loads --records keys, runs workloads
+ * A/B/C against a cluster (a local one it starts, or --endpoints), does the same against a 1-node
+ * n=1,r=1,w=1 baseline, prints tables and writes a JSON result file. Flags: see options.ts or --help.
+ */
+import { setMaxListeners } from 'node:events';
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { type BucketProps, KvHttpClient } from './client.js';
+import { type LocalCluster, startLocalCluster } from './cluster.js';
+import { type BenchOptions, helpText, parseBenchArgs, UsageError } from './options.js';
+import { SeededRandom } from './random.js';
+import {
+  type Comparison,
+  comparePhases,
+  formatComparisonTable,
+  formatErrors,
+  formatPhaseTable,
+  type PhaseSummary,
+  summarizePhase,
+} from './report.js';
+import { type PhasePlan, runPhase } from './runner.js';
+import { loadOperations, ValueSource, WORKLOAD_NAMES, WORKLOADS, workloadOperations } from './workload.js';
+import { ZIPFIAN_CONSTANT } from './zipfian.js';
+
+/** Replication of the baseline bucket: one copy, one reply. */
+const BASELINE_PROPS: BucketProps = { n: 1, r: 1, w: 1 };
+
+/** What to benchmark: a local cluster to start, or existing endpoints. */
+interface Target {
+  label: 'cluster' | 'baseline';
+  local?: { nodes: number };
+  endpoints?: string[];
+  /** Bucket props set before loading (none: the server's defaults). */
+  props?: BucketProps;
+}
+
+interface TargetResult {
+  label: string;
+  kind: 'local' | 'external';
+  nodes: number;
+  endpoints: string[];
+  /** The bucket's props as the server reported them (null when it would not say). */
+  bucketProps: BucketProps | null;
+  phases: PhaseSummary[];
+}
+
+class Interrupted extends Error {}
+
+const out = (line = ''): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+function progressPrinter(label: string, total: number | undefined): PhasePlan['onProgress'] {
+  if (!process.stderr.isTTY) return undefined;
+  return (done, elapsedMs) => {
+    const rate = elapsedMs > 0 ? Math.round((done * 1000) / elapsedMs) : 0;
+    const of = total === undefined ? '' : `/${total}`;
+    process.stderr.write(`\r  ${label}: ${done}${of} ops, ${rate} ops/s   `);
+  };
+}
+
+function clearProgress(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+async function runTarget(target: Target, options: BenchOptions, signal: AbortSignal): Promise<TargetResult> {
+  let local: LocalCluster | undefined;
+  try {
+    let endpoints = target.endpoints ?? [];
+    if (target.local) {
+      out(`${target.label}: starting a local ${target.local.nodes}-node cluster...`);
+      local = await startLocalCluster({ nodes: target.local.nodes, signal });
+      endpoints = local.endpoints;
+    }
+    out(`${target.label}: ${endpoints.join(', ')}`);
+    const client = new KvHttpClient(endpoints, options.concurrency);
+    try {
+      if (target.props) await client.setBucketProps(options.bucket, target.props);
+      const bucketProps = (await client.getBucketProps(options.bucket)) ?? null;
+      if (bucketProps)
+        out(`${target.label}: bucket "${options.bucket}" props ${JSON.stringify(bucketProps)}`);
+
+      // The same seed streams for every target, so cluster and baseline see identical operation sequences.
+      const values = new ValueSource(options.valueSize, new SeededRandom(options.seed, 1));
+      const phases: PhaseSummary[] = [];
+      const run = async (plan: Omit<PhasePlan, 'bucket' | 'concurrency' | 'signal' | 'onProgress'>) => {
+        const total = plan.operations;
+        const result = await runPhase(client, {
+          ...plan,
+          bucket: options.bucket,
+          concurrency: options.concurrency,
+          signal,
+          onProgress: progressPrinter(`${target.label} ${plan.name}`, total),
+        });
+        clearProgress();
+        if (signal.aborted) throw new Interrupted();
+        const summary = summarizePhase(result);
+        const o = summary.overall;
+        out(
+          `${target.label}: ${summary.name} done: ${o.count} ok, ${o.errors} errors, ` +
+            `${o.opsPerSec.toFixed(0)} ops/s over ${summary.elapsedSec.toFixed(1)} s`,
+        );
+        phases.push(summary);
+      };
+
+      await run({ name: 'load', operations: options.records, nextOperation: loadOperations(values) });
+      for (const name of options.workloads) {
+        const random = new SeededRandom(options.seed, 10 + WORKLOAD_NAMES.indexOf(name));
+        const next = workloadOperations(WORKLOADS[name], options.records, random, values);
+        await run(
+          options.durationSec === undefined
+            ? { name, operations: options.operations, nextOperation: next }
+            : { name, durationMs: options.durationSec * 1000, nextOperation: next },
+        );
+      }
+      return {
+        label: target.label,
+        kind: target.local ? 'local' : 'external',
+        nodes: endpoints.length,
+        endpoints,
+        bucketProps,
+        phases,
+      };
+    } finally {
+      await client.close();
+    }
+  } finally {
+    if (local) {
+      out(`${target.label}: stopping the local cluster`);
+      await local.stop();
+    }
+  }
+}
+
+function environment(): Record<string, unknown> {
+  const cpus = os.cpus();
+  return {
+    node: process.version,
+    v8: process.versions.v8,
+    platform: process.platform,
+    arch: process.arch,
+    osType: os.type(),
+    osRelease: os.release(),
+    cpuModel: cpus[0]?.model ?? null,
+    cpuCount: cpus.length,
+    totalMemoryBytes: os.totalmem(),
+    loadAverage: os.loadavg(),
+  };
+}
+
+function printTarget(result: TargetResult, description: string): void {
+  out();
+  out(`== ${result.label}: ${description}`);
+  out(formatPhaseTable(result.phases));
+  const errors = formatErrors(result.phases);
+  if (errors.length > 0) out(`errors: ${errors.join('; ')}`);
+  const siblings = result.phases
+    .filter((phase) => phase.operations.read)
+    .map((phase) => `${phase.name} ${phase.overall.siblingReads}/${phase.operations.read?.count}`);
+  if (result.phases.some((phase) => phase.overall.siblingReads > 0))
+    out(`reads answered 300 with siblings (concurrent updates of hot keys): ${siblings.join(', ')}`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  let options: BenchOptions;
+  try {
+    const parsed = parseBenchArgs(argv);
+    if (parsed.help) {
+      process.stdout.write(helpText());
+      return 0;
+    }
+    options = parsed.options;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`ycsb: ${err.message}\nRun with --help to see the flags.\n`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal); // every in-flight request listens for the abort
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (controller.signal.aborted) process.exit(130); // second signal: the exit hook still kills clusters
+    process.stderr.write(`\n${signal}: stopping (again to force)...\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const startedAt = new Date();
+  const amount = options.durationSec === undefined ? `${options.operations} ops` : `${options.durationSec} s`;
+  out(
+    `dynamo-kv YCSB: ${options.records} records, workloads ${options.workloads.join(',')} × ${amount}, ` +
+      `${options.concurrency} clients, ${options.valueSize} B values, seed ${options.seed}`,
+  );
+
+  const clusterTarget: Target = options.endpoints
+    ? { label: 'cluster', endpoints: options.endpoints }
+    : { label: 'cluster', local: { nodes: options.nodes } };
+  const baselineTarget: Target | undefined = !options.baseline
+    ? undefined
+    : options.baselineEndpoint
+      ? { label: 'baseline', endpoints: [options.baselineEndpoint], props: BASELINE_PROPS }
+      : { label: 'baseline', local: { nodes: 1 }, props: BASELINE_PROPS };
+
+  let cluster: TargetResult;
+  let baseline: TargetResult | null = null;
+  try {
+    cluster = await runTarget(clusterTarget, options, controller.signal);
+    if (baselineTarget) baseline = await runTarget(baselineTarget, options, controller.signal);
+  } catch (err) {
+    clearProgress();
+    if (controller.signal.aborted) {
+      process.stderr.write('ycsb: interrupted; no results written\n');
+      return 130;
+    }
+    process.stderr.write(`ycsb: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+
+  const comparison: Comparison[] | null = baseline ? comparePhases(cluster.phases, baseline.phases) : null;
+  printTarget(
+    cluster,
+    `${cluster.nodes} node(s), bucket props ${JSON.stringify(cluster.bucketProps ?? 'default')}`,
+  );
+  if (baseline) {
+    printTarget(baseline, `${baseline.nodes} node(s), bucket props ${JSON.stringify(baseline.bucketProps)}`);
+  }
+  if (comparison) {
+    out();
+    out('== cluster ÷ baseline (ops/s ratio < 1: cluster slower; p99 ratio > 1: cluster slower)');
+    out(formatComparisonTable(comparison));
+  }
+
+  const result = {
+    benchmark: 'ycsb',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    config: {
+      records: options.records,
+      operations: options.durationSec === undefined ? options.operations : null,
+      durationSec: options.durationSec ?? null,
+      concurrency: options.concurrency,
+      valueSize: options.valueSize,
+      workloads: options.workloads.map((name) => WORKLOADS[name]),
+      keyDistribution: { generator: 'scrambled zipfian', zipfianConstant: ZIPFIAN_CONSTANT },
+      bucket: options.bucket,
+      seed: options.seed,
+      nodes: options.endpoints ? null : options.nodes,
+      endpoints: options.endpoints ?? null,
+      baselineEndpoint: options.baselineEndpoint ?? null,
+      baseline: options.baseline,
+    },
+    environment: environment(),
+    cluster,
+    baseline,
+    comparison,
+  };
+  const file = path.resolve(options.out);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
+  out();
+  const shown = path.relative(process.cwd(), file);
+  out(`results written to ${shown.startsWith('..') ? file : shown}`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`ycsb: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
