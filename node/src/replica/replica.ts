@@ -37,7 +37,7 @@ export class Replica {
   async handle(req: ReplicaRequest): Promise<unknown> {
     switch (req.op) {
       case 'get':
-        return { obj: (await this.store.getRaw(req.b, req.k)) ?? null } satisfies GetReply;
+        return { obj: this.store.getRaw(req.b, req.k) ?? null } satisfies GetReply;
       case 'put': {
         const stored = await this.store.modify(req.b, req.k, (local) =>
           this.bound(update(withContext(req.ctx, req.sib), local, this.opts.self, this.now()), req.lww),
