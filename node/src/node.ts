@@ -6,9 +6,10 @@ import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
+import { RemoteError, RequestTimeoutError } from './errors.js';
 import type { Member } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
-import { NodeMetrics } from './metrics/metrics.js';
+import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
 import type { ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
 import { generateTokens } from './ring/index.js';
@@ -49,10 +50,19 @@ export async function startNode(
     w: config.defaultW,
     conflict: 'siblings',
   });
-  const metrics = new NodeMetrics(config.nodeId, {
-    keys: () => store.keyCount,
-    bytes: () => store.approximateBytes(),
-  });
+  const memberCounts = () => {
+    const counts: Record<string, number> = { up: 0, joining: 0, leaving: 0, down: 0 };
+    for (const m of membership.members()) {
+      const state = membership.state(m.id);
+      counts[state] = (counts[state] ?? 0) + 1;
+    }
+    return counts;
+  };
+  const metrics = new NodeMetrics(
+    config.nodeId,
+    { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
+    memberCounts,
+  );
   const replica = new Replica(store, props, {
     self: config.nodeId,
     clockMaxEntries: config.clockMaxEntries,
@@ -67,8 +77,26 @@ export async function startNode(
     onError: (err, context) => log.warn({ err, context }, 'transport error'),
   });
   await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
-  const call = (peer: string, req: ReplicaRequest, timeoutMs: number) =>
-    peer === config.nodeId ? replica.handle(req) : transport.request(peer, req, timeoutMs);
+  const call = (peer: string, req: ReplicaRequest, timeoutMs: number) => {
+    if (peer === config.nodeId) return replica.handle(req);
+    const end = metrics.peerDuration.startTimer({ op: req.op });
+    return transport.request(peer, req, timeoutMs).then(
+      (reply) => {
+        end();
+        return reply;
+      },
+      (err: Error) => {
+        const kind: PeerErrorKind =
+          err instanceof RequestTimeoutError
+            ? 'timeout'
+            : err instanceof RemoteError
+              ? 'remote'
+              : 'unavailable';
+        metrics.peerErrors.inc({ peer, kind });
+        throw err;
+      },
+    );
+  };
   const coordinator = new Coordinator({
     membership,
     props,

@@ -11,6 +11,12 @@ export interface StorageStats {
   bytes(): Promise<number>;
 }
 
+/** Member counts by state, read at scrape time. */
+export type MemberCounts = () => Record<string, number>;
+
+/** Outcome of a request to a peer, for dynamo_peer_request_errors_total. */
+export type PeerErrorKind = 'unavailable' | 'timeout' | 'remote';
+
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly requests: Counter<'op' | 'code'>;
@@ -18,8 +24,10 @@ export class NodeMetrics {
   readonly quorumFailures: Counter<'op'>;
   readonly readRepairs: Counter;
   readonly siblings: Histogram;
+  readonly peerDuration: Histogram<'op'>;
+  readonly peerErrors: Counter<'peer' | 'kind'>;
 
-  constructor(node: string, storage: StorageStats) {
+  constructor(node: string, storage: StorageStats, members: MemberCounts) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
@@ -52,6 +60,29 @@ export class NodeMetrics {
       help: 'Number of sibling values returned per successful read of an existing key.',
       buckets: [1, 2, 3, 5, 10, 25, 100],
       registers,
+    });
+    this.peerDuration = new Histogram({
+      name: 'dynamo_peer_request_duration_seconds',
+      help: 'Round trip of node-to-node requests sent by this node, by replica operation.',
+      labelNames: ['op'],
+      buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers,
+    });
+    this.peerErrors = new Counter({
+      name: 'dynamo_peer_request_errors_total',
+      help: 'Node-to-node requests that failed, by peer and kind (unavailable, timeout, remote).',
+      labelNames: ['peer', 'kind'],
+      registers,
+    });
+    new Gauge({
+      name: 'dynamo_members',
+      help: 'Cluster members by state, as this node sees them.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [state, count] of Object.entries(members())) this.set({ state }, count);
+      },
     });
     new Gauge({
       name: 'dynamo_storage_keys',
