@@ -28,6 +28,7 @@ export interface NodeConfig {
   clockMaxEntries: number;
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
+  ttlSweepIntervalMs: number;
   logLevel: string;
 }
 
@@ -223,6 +224,15 @@ export const SETTINGS: readonly Setting[] = [
     default: 30000,
     min: 100,
     doc: 'How often a node pulls bucket props from a random peer.',
+  },
+  {
+    key: 'ttlSweepIntervalMs',
+    flag: 'ttl-sweep-interval-ms',
+    env: 'DYNAMO_TTL_SWEEP_INTERVAL_MS',
+    kind: 'int',
+    default: 60000,
+    min: 100,
+    doc: 'How often a node scans its store to purge the bytes of expired values (reads hide them at once).',
   },
   {
     key: 'logLevel',

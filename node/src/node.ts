@@ -10,6 +10,7 @@ import { RemoteError, RequestTimeoutError } from './errors.js';
 import type { Member } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
+import { ExpirySweeper } from './replica/expiry-sweeper.js';
 import type { ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
 import { generateTokens } from './ring/index.js';
@@ -49,6 +50,7 @@ export async function startNode(
     r: config.defaultR,
     w: config.defaultW,
     conflict: 'siblings',
+    ttl: 0,
   });
   const memberCounts = () => {
     const counts: Record<string, number> = { up: 0, joining: 0, leaving: 0, down: 0 };
@@ -136,6 +138,9 @@ export async function startNode(
   const propsTimer = setInterval(() => void syncProps(), config.propsSyncIntervalMs);
   propsTimer.unref();
 
+  const sweeper = new ExpirySweeper(store, log, (n) => metrics.expiredPurged.inc(n));
+  sweeper.start(config.ttlSweepIntervalMs);
+
   let ready = false;
   const ctx: NodeContext = {
     config,
@@ -169,6 +174,7 @@ export async function startNode(
     async close() {
       ready = false;
       clearInterval(propsTimer);
+      await sweeper.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const grace = setTimeout(() => server.closeAllConnections(), 5000);

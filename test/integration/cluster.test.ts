@@ -148,7 +148,7 @@ describe('a 3-node cluster on loopback', () => {
     expect(await unknown.json()).toMatchObject({ error: 'not_found' });
 
     const body = JSON.stringify(await (await fetch(`${base}/buckets/bad/props`)).json());
-    expect(body).toBe(JSON.stringify({ n: 3, r: 2, w: 2, conflict: 'siblings' }));
+    expect(body).toBe(JSON.stringify({ n: 3, r: 2, w: 2, conflict: 'siblings', ttl: 0 }));
     expect((await put(keyUrl(base, 'bad', 'after'), 'still serving')).status).toBe(204);
     expect(await (await fetch(keyUrl(c.url(2), 'bad', 'after'))).text()).toBe('still serving');
   });
@@ -165,6 +165,7 @@ describe('a 3-node cluster on loopback', () => {
         r: 2,
         w: 2,
         conflict: 'lww',
+        ttl: 0,
       });
     }
     await put(keyUrl(c.url(1), 'lwwbucket', 'k'), 'older');

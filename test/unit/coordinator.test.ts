@@ -38,7 +38,7 @@ async function cluster(
     dirs.push(dir);
     const store = await ObjectStore.open(dir, { syncWrites: false });
     stores.push(store);
-    const props = await BucketPropsTable.load(store, { n, r: 2, w: 2, conflict: 'siblings' });
+    const props = await BucketPropsTable.load(store, { n, r: 2, w: 2, conflict: 'siblings', ttl: 0 });
     const replica = new Replica(store, props, { self: id, clockMaxEntries: 50, clockPruneAgeMs: 60_000 });
     const transport = net.transport(id);
     await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
@@ -68,6 +68,7 @@ const sib = (text: string, at = Date.now()): Sibling => ({
   contentType: 'text/plain',
   lastModified: at,
   deleted: false,
+  expiresAt: 0,
 });
 const texts = (c: Clock | undefined) =>
   c
@@ -179,7 +180,7 @@ describe('Coordinator', () => {
   it('resolves concurrent writes to the newest in a last-writer-wins bucket', async () => {
     const { nodes } = await cluster(['a', 'b', 'c']);
     for (const n of Object.values(nodes)) {
-      await n.props.merge({ bucket: 'lww', props: { n: 3, r: 2, w: 2, conflict: 'lww' }, ts: 1 });
+      await n.props.merge({ bucket: 'lww', props: { n: 3, r: 2, w: 2, conflict: 'lww', ttl: 0 }, ts: 1 });
     }
     await nodes.a!.coordinator.put('lww', 'k', sib('old', 1000), write);
     await nodes.b!.coordinator.put('lww', 'k', sib('new', 2000), write);

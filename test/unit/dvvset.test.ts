@@ -25,6 +25,7 @@ const s = (name: string, lastModified = 0): Sibling => ({
   contentType: 'text/plain',
   lastModified,
   deleted: false,
+  expiresAt: 0,
 });
 
 /** A clock written as in the Erlang tests: clock([['a', 2, ['v2']]], ['v9']) = {[{a,2,[v2]}],[v9]}. */
@@ -375,6 +376,7 @@ const writeValue = (n: number, ts: number): Sibling => ({
   contentType: 'application/octet-stream',
   lastModified: ts,
   deleted: false,
+  expiresAt: 0,
 });
 const writeOf = (v: Sibling): number => Number(v.value.toString().slice(1));
 

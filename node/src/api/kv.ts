@@ -1,11 +1,19 @@
 /** Handlers of the client API: objects and bucket props. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { applyPropsUpdate, type BucketProps } from '../buckets/props.js';
+import { applyPropsUpdate, type BucketProps, MAX_TTL_SECONDS } from '../buckets/props.js';
 import { InvalidRequestError, NotFoundError, ValueTooLargeError } from '../errors.js';
-import { type Clock, decodeContext, encodeContext, join, type Sibling, values } from '../version/index.js';
+import {
+  type Clock,
+  decodeContext,
+  encodeContext,
+  isLive,
+  join,
+  type Sibling,
+  values,
+} from '../version/index.js';
 import type { NodeContext } from './node-context.js';
 import { sendEmpty, sendJson } from './respond.js';
-import { parseQuorum, parseTimeout } from './validate.js';
+import { parseQuorum, parseTimeout, parseTtl } from './validate.js';
 
 export const CONTEXT_HEADER = 'x-dynamo-context';
 const MAX_PROPS_BYTES = 64 * 1024;
@@ -41,15 +49,21 @@ export function sendObject(
   if (!clock) throw new NotFoundError('no value for this key');
   const context = encodeContext(join(clock));
   headers['X-Dynamo-Context'] = context;
-  const live = values(clock).filter((s) => !s.deleted);
+  const live = values(clock).filter((s) => isLive(s, Date.now()));
   if (live.length === 0) {
-    // A tombstone: the context lets a later write supersede the delete.
-    sendJson(res, 404, { error: 'not_found', message: 'no value for this key (deleted)' }, headers);
+    // Deleted or expired: the context lets a later write supersede the tombstone.
+    sendJson(
+      res,
+      404,
+      { error: 'not_found', message: 'no value for this key (deleted or expired)' },
+      headers,
+    );
     return;
   }
   ctx.metrics.siblings.observe(live.length);
   if (live.length === 1) {
     const only = live[0]!;
+    if (only.expiresAt) headers['X-Dynamo-Expires'] = new Date(only.expiresAt).toISOString();
     res.writeHead(200, {
       ...headers,
       'Content-Type': only.contentType,
@@ -68,6 +82,7 @@ export function sendObject(
         value: s.value.toString('base64'),
         contentType: s.contentType,
         lastModified: new Date(s.lastModified).toISOString(),
+        ...(s.expiresAt ? { expiresAt: new Date(s.expiresAt).toISOString() } : {}),
       })),
     },
     headers,
@@ -109,12 +124,15 @@ export async function putObject(
   const w = parseQuorum('w', query.get('w'), props.n, props.w);
   const timeoutMs = parseTimeout(query.get('timeout'), ctx.config.requestTimeoutMs);
   const context = contextOf(req);
+  const ttl = deleted ? 0 : parseTtl(query.get('ttl'), props.ttl, MAX_TTL_SECONDS);
   const value = deleted ? Buffer.alloc(0) : await readBody(req, ctx.config.maxValueBytes);
+  const now = Date.now();
   const sibling: Sibling = {
     value,
     contentType: deleted ? '' : (req.headers['content-type'] ?? 'application/octet-stream'),
-    lastModified: Date.now(),
+    lastModified: now,
     deleted,
+    expiresAt: ttl > 0 ? now + ttl * 1000 : 0,
   };
   const stored = await ctx.coordinator.put(bucket, key, sibling, { w, timeoutMs, context, rid });
   if (!deleted && query.get('returnbody') === 'true') return sendObject(ctx, res, stored, rid);

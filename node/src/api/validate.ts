@@ -68,3 +68,13 @@ export function parseTimeout(raw: string | null, fallback: number): number {
   }
   return v;
 }
+
+/** Parses ?ttl= (seconds, 0 = never expire); undefined gives the bucket's default. */
+export function parseTtl(raw: string | null, fallback: number, max: number): number {
+  if (raw === null || raw === '') return fallback;
+  const v = Number(raw);
+  if (!/^\d+$/.test(raw) || v > max) {
+    throw new InvalidRequestError('invalid_ttl', `ttl must be whole seconds from 0 (never expire) to ${max}`);
+  }
+  return v;
+}

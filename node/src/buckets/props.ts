@@ -12,6 +12,8 @@ export interface BucketProps {
   r: number;
   w: number;
   conflict: ConflictMode;
+  /** Default time-to-live of values written without ?ttl=, in seconds; 0 = never expire. */
+  ttl: number;
 }
 
 /** A bucket's props with the time they were set, the unit of replication between nodes. */
@@ -24,7 +26,9 @@ export interface StampedProps {
 
 /** Largest replication factor accepted. */
 export const MAX_N = 16;
-const FIELDS = new Set(['n', 'r', 'w', 'conflict']);
+/** Longest time-to-live accepted, in seconds (10 years). */
+export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+const FIELDS = new Set(['n', 'r', 'w', 'conflict', 'ttl']);
 
 const bad = (message: string) => new InvalidRequestError('invalid_props', message);
 
@@ -34,7 +38,7 @@ export function applyPropsUpdate(current: BucketProps, input: unknown): BucketPr
     throw bad('props must be a JSON object');
   const body = input as Record<string, unknown>;
   for (const field of Object.keys(body)) {
-    if (!FIELDS.has(field)) throw bad(`unknown prop "${field}" (allowed: n, r, w, conflict)`);
+    if (!FIELDS.has(field)) throw bad(`unknown prop "${field}" (allowed: n, r, w, conflict, ttl)`);
   }
   const next = { ...current };
   for (const field of ['n', 'r', 'w'] as const) {
@@ -49,6 +53,13 @@ export function applyPropsUpdate(current: BucketProps, input: unknown): BucketPr
     if (body.conflict !== 'siblings' && body.conflict !== 'lww')
       throw bad('conflict must be "siblings" or "lww"');
     next.conflict = body.conflict;
+  }
+  if (body.ttl !== undefined) {
+    const ttl = body.ttl;
+    if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 0 || ttl > MAX_TTL_SECONDS) {
+      throw bad(`ttl must be an integer number of seconds from 0 (never expire) to ${MAX_TTL_SECONDS}`);
+    }
+    next.ttl = ttl;
   }
   if (next.r > next.n || next.w > next.n)
     throw bad(`r and w must not exceed n (n=${next.n}, r=${next.r}, w=${next.w})`);
@@ -78,7 +89,9 @@ export class BucketPropsTable {
 
   /** Effective props of a bucket (defaults when never set). */
   get(bucket: string): BucketProps {
-    return this.table.get(bucket)?.props ?? this.defaults;
+    const set = this.table.get(bucket)?.props;
+    // Props stored before a field existed take that field's default.
+    return set ? { ...this.defaults, ...set } : this.defaults;
   }
 
   all(): StampedProps[] {

@@ -26,6 +26,7 @@ export class NodeMetrics {
   readonly siblings: Histogram;
   readonly peerDuration: Histogram<'op'>;
   readonly peerErrors: Counter<'peer' | 'kind'>;
+  readonly expiredPurged: Counter;
 
   constructor(node: string, storage: StorageStats, members: MemberCounts) {
     this.registry.setDefaultLabels({ node });
@@ -72,6 +73,11 @@ export class NodeMetrics {
       name: 'dynamo_peer_request_errors_total',
       help: 'Node-to-node requests that failed, by peer and kind (unavailable, timeout, remote).',
       labelNames: ['peer', 'kind'],
+      registers,
+    });
+    this.expiredPurged = new Counter({
+      name: 'dynamo_expired_values_purged_total',
+      help: 'Values past their time-to-live whose bytes this node purged.',
       registers,
     });
     new Gauge({

@@ -6,7 +6,16 @@ import type { BucketPropsTable } from '../buckets/props.js';
 import { InvalidRequestError } from '../errors.js';
 import { decodeObject, encodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
-import { type Clock, equalHistory, lww, prune, sync, update, withContext } from '../version/index.js';
+import {
+  type Clock,
+  equalHistory,
+  lww,
+  prune,
+  purgeExpired,
+  sync,
+  update,
+  withContext,
+} from '../version/index.js';
 import type { GetReply, PutReply, ReplicaRequest } from './messages.js';
 
 export interface ReplicaOptions {
@@ -63,13 +72,14 @@ export class Replica {
     }
   }
 
-  /** Applies the bucket's conflict mode and the clock-size bound. */
+  /** Applies the bucket's conflict mode, purges expired values and bounds the clock size. */
   private bound(c: Clock, lastWriterWins: boolean): Clock {
-    const resolved = lastWriterWins ? lww(c) : c;
+    const now = this.now();
+    const resolved = purgeExpired(lastWriterWins ? lww(c) : c, now);
     return prune(resolved, {
       maxEntries: this.opts.clockMaxEntries,
       minAgeMs: this.opts.clockPruneAgeMs,
-      now: this.now(),
+      now,
     });
   }
 }

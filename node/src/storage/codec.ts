@@ -9,15 +9,23 @@ const FORMAT = 1;
 // Plain msgpack maps/arrays (no record extension), so stored bytes never depend on process-local state.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-type WireSibling = [Buffer, string, number, 0 | 1];
+/** value, content type, last modified, deleted, expires at (absent in objects written before TTL existed). */
+type WireSibling = [Buffer, string, number, 0 | 1, number?];
 type WireEntry = [string, number, number, WireSibling[]];
 
-const toWire = (s: Sibling): WireSibling => [s.value, s.contentType, s.lastModified, s.deleted ? 1 : 0];
+const toWire = (s: Sibling): WireSibling => [
+  s.value,
+  s.contentType,
+  s.lastModified,
+  s.deleted ? 1 : 0,
+  s.expiresAt,
+];
 const fromWire = (w: WireSibling): Sibling => ({
   value: Buffer.isBuffer(w[0]) ? w[0] : Buffer.from(w[0]),
   contentType: w[1],
   lastModified: w[2],
   deleted: w[3] === 1,
+  expiresAt: w[4] ?? 0,
 });
 
 /** Encodes a clock for storage or transfer. */

@@ -62,16 +62,38 @@ export class ObjectStore {
    * Calls for the same key run one at a time. When fn returns current itself, nothing is written.
    */
   modify(bucket: string, key: string, fn: (current: Clock | undefined) => Clock): Promise<Clock> {
+    return this.mutate(bucket, key, fn) as Promise<Clock>;
+  }
+
+  /** Like modify, but leaves a key that does not exist alone. */
+  async modifyExisting(bucket: string, key: string, fn: (current: Clock) => Clock): Promise<void> {
+    await this.mutate(bucket, key, (current) => current && fn(current));
+  }
+
+  /** Read-modify-write under the key's lock; fn returning current (or undefined) writes nothing. */
+  private mutate(
+    bucket: string,
+    key: string,
+    fn: (current: Clock | undefined) => Clock | undefined,
+  ): Promise<Clock | undefined> {
     const k = objectKey(bucket, key);
     return this.locks.run(k, async () => {
       const bytes = this.db.getSync(k);
       const current = bytes === undefined ? undefined : decodeObject(bytes);
       const next = fn(current);
-      if (next === current) return next;
+      if (next === current || next === undefined) return current;
       await this.writes.put(k, encodeObject(next));
       if (bytes === undefined) this.keys++;
       return next;
     });
+  }
+
+  /** Every stored object as (bucket, key, encoded bytes), in key order; the iterator reads a snapshot. */
+  async *scan(): AsyncGenerator<[string, string, Buffer]> {
+    for await (const [k, v] of this.db.iterator({ gte: OBJECTS, lt: `${OBJECTS}\uffff` })) {
+      const nul = k.indexOf('\u0000');
+      yield [k.slice(OBJECTS.length, nul), k.slice(nul + 1), v];
+    }
   }
 
   /** A metadata value (e.g. bucket props), or undefined. */

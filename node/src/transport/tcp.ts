@@ -93,8 +93,11 @@ export class TcpTransport implements Transport {
   private server: Server | undefined;
   private readonly outbound = new Map<string, PeerConnection>();
   private readonly inbound = new Set<Socket>();
-  /** After a failed connect, requests fail fast until this time instead of reconnecting per request. */
-  private readonly retryAt = new Map<string, { at: number; backoffMs: number; error: Error }>();
+  /**
+   * After repeated failed connects, requests fail fast until `at` instead of reconnecting per request.
+   * The first failure sets no wait: a peer that is just starting must not look dead for a while.
+   */
+  private readonly retryAt = new Map<string, { at: number; failures: number; error: Error }>();
   private closed = false;
 
   constructor(private readonly opts: TcpTransportOptions) {}
@@ -225,8 +228,9 @@ export class TcpTransport implements Transport {
       const reason = (socket.errored as Error | null)?.message ?? 'connection closed';
       const err = new PeerUnavailableError(peer, reason);
       if (!opened) {
-        const backoffMs = Math.min((backoff?.backoffMs ?? 50) * 2, 1000);
-        this.retryAt.set(peer, { at: Date.now() + backoffMs, backoffMs, error: err });
+        const failures = (backoff?.failures ?? 0) + 1;
+        const waitMs = failures < 2 ? 0 : Math.min(25 * 2 ** failures, 1000);
+        this.retryAt.set(peer, { at: Date.now() + waitMs, failures, error: err });
       }
       markFailed(err);
       conn.fail(err);

@@ -10,6 +10,8 @@ export interface Sibling {
   /** ms since epoch */
   lastModified: number;
   deleted: boolean;
+  /** ms since epoch after which the value reads as absent; 0 = never. Set once when written, so replicas agree. */
+  expiresAt: number;
 }
 
 /** One entry per coordinating node id: history I:1..counter seen; values are the values of the newest dots, newest first (values.length <= counter). time = ms of the entry's last event (used for pruning). */
@@ -45,6 +47,7 @@ export function compareSiblings(a: Sibling, b: Sibling): number {
   if (byValue !== 0) return byValue;
   const byType = compareIds(a.contentType, b.contentType);
   if (byType !== 0) return byType;
+  if (a.expiresAt !== b.expiresAt) return a.expiresAt < b.expiresAt ? -1 : 1;
   return Number(a.deleted) - Number(b.deleted);
 }
 

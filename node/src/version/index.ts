@@ -2,3 +2,4 @@
 // and the opaque, checksummed context clients carry between a read and the write that follows it.
 export * from './context.js';
 export * from './dvvset.js';
+export * from './expiry.js';
