@@ -14,6 +14,7 @@ export interface NodeConfig {
   peerHost: string;
   peerPort: number;
   advertiseAddress: string;
+  advertiseHttp: string;
   members: string;
   clusterFile: string;
   tokens: number;
@@ -103,6 +104,14 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: (c) => `${c.nodeId}:${c.peerPort}`,
     doc: "host:port other nodes use to reach this node's transport. Default: <node-id>:<peer-port>.",
+  },
+  {
+    key: 'advertiseHttp',
+    flag: 'advertise-http',
+    env: 'DYNAMO_ADVERTISE_HTTP',
+    kind: 'string',
+    default: (c) => `http://${c.nodeId}:${c.httpPort}`,
+    doc: "URL clients use to reach this node's HTTP API (shown in the ring view for client routing). Default: http://<node-id>:<http-port>.",
   },
   {
     key: 'members',

@@ -47,7 +47,11 @@ export class ValueTooLargeError extends DynamoError {
 export class NotFoundError extends DynamoError {
   readonly status = 404;
   readonly code = 'not_found';
-  constructor(message = 'not found') {
+  /** @param context of a deleted or expired key: a write with it supersedes the tombstone. */
+  constructor(
+    message = 'not found',
+    readonly context?: string,
+  ) {
     super(message);
     this.name = 'NotFoundError';
   }
@@ -102,5 +106,28 @@ export class RemoteError extends Error {
   ) {
     super(`${peer}: ${code}: ${message}`);
     this.name = 'RemoteError';
+  }
+}
+
+/** Client: an answer the client has no more specific error for (e.g. 500 from a node). */
+export class DynamoHttpError extends DynamoError {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DynamoHttpError';
+  }
+}
+
+/** Client: update() read concurrent siblings and was given no resolve function; nothing was written. */
+export class UnresolvedSiblingsError extends Error {
+  constructor(
+    readonly siblings: ReadonlyArray<{ value: Buffer; contentType: string }>,
+    readonly context: string,
+  ) {
+    super(`${siblings.length} concurrent siblings and no resolve function: pass { resolve } to update()`);
+    this.name = 'UnresolvedSiblingsError';
   }
 }

@@ -11,7 +11,7 @@ import type { Member } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
-import type { ReplicaRequest } from './replica/messages.js';
+import type { InfoReply, ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
 import { generateTokens } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
@@ -78,7 +78,12 @@ export async function startNode(
     resolve: (peer) => membership.address(peer),
     onError: (err, context) => log.warn({ err, context }, 'transport error'),
   });
-  await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
+  membership.learnHttp(config.nodeId, config.advertiseHttp);
+  const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
+  await transport.listen(async (_from, body) => {
+    const req = body as ReplicaRequest;
+    return req.op === 'info' ? info : replica.handle(req);
+  });
   const call = (peer: string, req: ReplicaRequest, timeoutMs: number) => {
     if (peer === config.nodeId) return replica.handle(req);
     const end = metrics.peerDuration.startTimer({ op: req.op });
@@ -134,8 +139,23 @@ export async function startNode(
       log.debug({ peer: peer.id, err: (err as Error).message }, 'props sync failed');
     }
   }
+  /** Asks peers whose HTTP URL is unknown for it (clients route by the ring view, which shows it). */
+  async function learnPeers(timeoutMs: number): Promise<void> {
+    const unknown = peers().filter((m) => !m.http);
+    await Promise.allSettled(
+      unknown.map(async (m) => {
+        const reply = (await transport.request(m.id, { op: 'info' }, timeoutMs)) as InfoReply;
+        membership.learnHttp(m.id, reply.http);
+      }),
+    );
+  }
+
   void syncProps();
-  const propsTimer = setInterval(() => void syncProps(), config.propsSyncIntervalMs);
+  void learnPeers(config.requestTimeoutMs);
+  const propsTimer = setInterval(() => {
+    void syncProps();
+    void learnPeers(config.requestTimeoutMs);
+  }, config.propsSyncIntervalMs);
   propsTimer.unref();
 
   const sweeper = new ExpirySweeper(store, log, (n) => metrics.expiredPurged.inc(n));
@@ -150,6 +170,7 @@ export async function startNode(
     metrics,
     log,
     setProps,
+    learnPeers: () => learnPeers(500),
     ready: () => ready,
   };
   const server = createHttpServer(ctx);

@@ -83,7 +83,7 @@ export class TestCluster {
     const node = this.nodes[i]!;
     const members = this.nodes.map((n) => `${n.id}=127.0.0.1:${n.peerPort}`).join(',');
     const args = [CLI, 'node', '--node-id', node.id, '--members', members, '--data-dir', node.dataDir];
-    args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort));
+    args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', '127.0.0.1', '--peer-port', String(node.peerPort));
     args.push('--tokens', '64', '--log-level', 'warn', ...this.args);
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -79,7 +79,7 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
       res.writeHead(200, { 'Content-Type': ctx.metrics.registry.contentType });
       res.end(body);
     } else if (path === '/admin/ring') {
-      sendJson(res, 200, ringView(ctx, q.get('tokens') === 'true'));
+      sendJson(res, 200, await ringView(ctx, q.get('tokens') === 'true'));
     } else {
       throw new NotFoundError('no such route');
     }

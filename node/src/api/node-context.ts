@@ -15,6 +15,8 @@ export interface NodeContext {
   log: Logger;
   /** Stores bucket props locally and pushes them to every member. */
   setProps(stamped: StampedProps): Promise<void>;
+  /** Asks peers whose HTTP URL is not known yet for it. */
+  learnPeers(): Promise<void>;
   /** True once the node has joined and serves requests. */
   ready(): boolean;
 }

@@ -53,6 +53,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     const out = createWriteStream(logFile, { flags: 'a' });
     const args = [MAIN, 'node', '--node-id', id, '--members', members, '--data-dir', dir];
     args.push('--http-host', o.host, '--http-port', String(o.httpPort + i));
+    args.push('--advertise-http', `http://${o.host}:${o.httpPort + i}`);
     args.push('--peer-host', o.host, '--peer-port', String(o.peerPort + i), ...o.nodeArgs);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(out);

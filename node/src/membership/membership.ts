@@ -12,6 +12,8 @@ export interface Member {
   address: string;
   tokens: Token[];
   rack?: string;
+  /** URL of the member's HTTP API, when known. */
+  http?: string;
 }
 
 export interface Membership {
@@ -23,4 +25,6 @@ export interface Membership {
   /** Transport address of a member, or undefined when unknown. */
   address(id: string): string | undefined;
   state(id: string): MemberState;
+  /** Records the HTTP URL a member advertises (learned from the member itself). */
+  learnHttp(id: string, url: string): void;
 }

@@ -29,7 +29,7 @@ export function parseMembers(spec: string, tokensPerNode: number): Member[] {
     });
 }
 
-/** Reads a cluster file: [{ id, address, tokens?: number | string[], rack? }]. */
+/** Reads a cluster file: [{ id, address, tokens?: number | string[], rack?, http? }]. */
 export function loadClusterFile(path: string, tokensPerNode: number): Member[] {
   let raw: unknown;
   try {
@@ -54,6 +54,7 @@ export function loadClusterFile(path: string, tokensPerNode: number): Member[] {
     } else throw bad(`${where}: tokens must be a count or a list of 32-hex-digit tokens`);
     const member: Member = { id, address: String(entry.address ?? ''), tokens };
     if (entry.rack !== undefined) member.rack = String(entry.rack);
+    if (entry.http !== undefined) member.http = String(entry.http);
     return checkMember(member);
   });
 }
@@ -91,5 +92,10 @@ export class StaticMembership implements Membership {
 
   state(id: string): MemberState {
     return this.byId.has(id) ? 'up' : 'removed';
+  }
+
+  learnHttp(id: string, url: string): void {
+    const member = this.byId.get(id);
+    if (member) member.http = url;
   }
 }

@@ -10,7 +10,14 @@ export type ReplicaRequest =
   /** Merge an object (replication, read repair) into the local copy. */
   | { op: 'merge'; b: string; k: string; obj: Buffer; lww: boolean; rid?: string }
   | { op: 'props.set'; props: StampedProps }
-  | { op: 'props.all' };
+  | { op: 'props.all' }
+  /** Who the node is and where its HTTP API is. */
+  | { op: 'info' };
+
+export interface InfoReply {
+  id: string;
+  http: string;
+}
 
 /** Reply to get: the encoded object, or null when this replica has never seen the key. */
 export interface GetReply {
