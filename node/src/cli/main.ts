@@ -2,8 +2,9 @@
 /** The `dynamo` command: run a node or a local cluster, and talk to a cluster (put/get/delete/ring). */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { DynamoClient, type Quorum } from '../client/client.js';
 import { loadConfig, settingOptions } from '../config.js';
-import { DynamoError } from '../errors.js';
+import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
 import { startNode } from '../node.js';
 import { runLocalCluster } from './local.js';
 
@@ -14,7 +15,7 @@ commands:
                               run a cluster of local node processes (npm start)
   node [flags]                run one node; flags and environment variables are listed in README.md
   put <bucket> <key> [value]  store a value (reads stdin when value is omitted)
-        [--context C] [--content-type T] [--w W]
+        [--context C] [--content-type T] [--w W] [--ttl SECONDS]
   get <bucket> <key> [--r R]  read a value; prints every sibling when there are several
   delete <bucket> <key> [--context C] [--w W]
   ring                        members, tokens and ownership as the node sees them
@@ -77,50 +78,22 @@ const clientOptions = {
   'content-type': { type: 'string' },
   r: { type: 'string' },
   w: { type: 'string' },
+  ttl: { type: 'string' },
   tokens: { type: 'boolean' },
 } as const;
-
-function keyUrl(
-  endpoint: string,
-  bucket: string | undefined,
-  key: string | undefined,
-  query: Record<string, string | undefined>,
-) {
-  if (!bucket || !key) throw new UsageError('bucket and key are required');
-  const url = new URL(`/buckets/${encodeURIComponent(bucket)}/keys/${encodeURIComponent(key)}`, endpoint);
-  for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, v);
-  return url;
-}
 
 /** Prints a value as text when it is printable UTF-8, base64 otherwise. */
 function printable(bytes: Buffer): string {
   const text = bytes.toString('utf8');
   // biome-ignore lint/suspicious/noControlCharactersInRegex: detecting binary data
-  return Buffer.from(text, 'utf8').equals(bytes) && !/[\u0000-\u0008\u000e-\u001f]/.test(text)
-    ? text
-    : `base64:${bytes.toString('base64')}`;
+  const binary = !Buffer.from(text, 'utf8').equals(bytes) || /[\u0000-\u0008\u000e-\u001f]/.test(text);
+  return binary ? `base64:${bytes.toString('base64')}` : text;
 }
 
-async function failure(res: Response): Promise<never> {
-  const body = await res.text();
-  let message = body;
-  try {
-    const e = JSON.parse(body) as { error: string; message: string; needed?: number; got?: number };
-    message = `${e.error}: ${e.message}`;
-  } catch {
-    // not JSON
-  }
-  throw new DynamoCliError(res.status, message);
-}
+const quorum = (raw: string | undefined): Quorum | undefined =>
+  raw === undefined ? undefined : /^\d+$/.test(raw) ? Number(raw) : (raw as Quorum);
 
-class DynamoCliError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(`${status} ${message}`);
-  }
-}
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 async function cmdClient(command: string, args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -130,61 +103,56 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
     strict: true,
   });
   const endpoint = values.endpoint ?? process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
-  const [bucket, key, value] = positionals;
-  const headers: Record<string, string> = {};
-  if (values.context) headers['X-Dynamo-Context'] = values.context;
-  if (command === 'ring') {
-    const res = await fetch(new URL(`/admin/ring${values.tokens ? '?tokens=true' : ''}`, endpoint));
-    if (!res.ok) await failure(res);
-    const ring = (await res.json()) as {
-      cluster: string;
-      n: number;
-      members: Array<Record<string, unknown>>;
-    };
-    console.log(`cluster ${ring.cluster}, n=${ring.n}`);
-    console.log('id\tstate\ttokens\towns\treplica share\taddress');
-    for (const m of ring.members) {
-      const pct = (x: unknown) => `${((x as number) * 100).toFixed(1)}%`;
-      console.log(
-        `${m.id}\t${m.state}\t${m.tokenCount}\t${pct(m.ownership)}\t${pct(m.replicaOwnership)}\t${m.address}`,
-      );
-    }
-    return;
-  }
-  if (command === 'get') {
-    const res = await fetch(keyUrl(endpoint, bucket, key, { r: values.r }));
-    if (res.status === 404) throw new DynamoCliError(404, 'not found');
-    if (res.status === 300) {
-      const body = (await res.json()) as {
-        context: string;
-        siblings: Array<{ value: string; contentType: string; lastModified: string }>;
-      };
-      console.log(
-        `${body.siblings.length} siblings (concurrent writes); write with the context to resolve them`,
-      );
-      body.siblings.forEach((s, i) => {
-        console.log(`--- sibling ${i + 1}  ${s.contentType}  ${s.lastModified}`);
-        console.log(printable(Buffer.from(s.value, 'base64')));
-      });
-      console.log(`context: ${body.context}`);
+  const client = new DynamoClient({ seeds: [endpoint], retries: 1 });
+  try {
+    if (command === 'ring') {
+      const ring = await client.ring();
+      const view = ring as typeof ring & { members: Array<Record<string, unknown>> };
+      console.log(`cluster ${ring.cluster}, n=${ring.n}`);
+      console.log('id\tstate\ttokens\towns\treplica share\thttp');
+      for (const m of view.members) {
+        console.log(
+          `${m.id}\t${m.state}\t${m.tokenCount}\t${pct(m.ownership as number)}\t${pct(m.replicaOwnership as number)}\t${m.http ?? '?'}`,
+        );
+        if (values.tokens) console.log(`  tokens: ${(m.tokens as string[]).join(' ')}`);
+      }
       return;
     }
-    if (!res.ok) await failure(res);
-    console.log(printable(Buffer.from(await res.arrayBuffer())));
-    console.error(`context: ${res.headers.get('x-dynamo-context')}`);
-    return;
+    const [bucket, key, value] = positionals;
+    if (!bucket || !key) throw new UsageError('bucket and key are required');
+    if (command === 'get') {
+      const got = await client.get(bucket, key, { r: quorum(values.r) });
+      if ('siblings' in got) {
+        console.log(
+          `${got.siblings.length} siblings (concurrent writes); write with the context to resolve them`,
+        );
+        got.siblings.forEach((s, i) => {
+          console.log(`--- sibling ${i + 1}  ${s.contentType}  ${s.lastModified.toISOString()}`);
+          console.log(printable(s.value));
+        });
+        console.log(`context: ${got.context}`);
+      } else {
+        console.log(printable(got.value));
+        console.error(`context: ${got.context}`);
+      }
+    } else if (command === 'put') {
+      const body = value !== undefined ? Buffer.from(value) : readFileSync(0);
+      const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+      if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--ttl must be whole seconds');
+      const { context } = await client.put(bucket, key, body, {
+        context: values.context,
+        contentType: values['content-type'] ?? 'text/plain',
+        w: quorum(values.w),
+        ttl,
+      });
+      console.log(`context: ${context}`);
+    } else {
+      await client.delete(bucket, key, { context: values.context, w: quorum(values.w) });
+      console.log('deleted');
+    }
+  } finally {
+    await client.close();
   }
-  if (command === 'put') {
-    const body = value !== undefined ? Buffer.from(value) : readFileSync(0);
-    headers['Content-Type'] = values['content-type'] ?? 'text/plain';
-    const res = await fetch(keyUrl(endpoint, bucket, key, { w: values.w }), { method: 'PUT', headers, body });
-    if (!res.ok) await failure(res);
-    console.log(`context: ${res.headers.get('x-dynamo-context')}`);
-    return;
-  }
-  const res = await fetch(keyUrl(endpoint, bucket, key, { w: values.w }), { method: 'DELETE', headers });
-  if (!res.ok) await failure(res);
-  console.log('deleted');
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -215,16 +183,19 @@ main(process.argv.slice(2)).catch((err: unknown) => {
     console.error(`dynamo: ${(err as Error).message}\n\n${USAGE}`);
     process.exit(2);
   }
-  if (err instanceof DynamoCliError) {
-    console.error(`dynamo: ${err.message}`);
+  if (err instanceof NotFoundError) {
+    console.error('dynamo: not found');
     process.exit(1);
   }
   if (err instanceof DynamoError) {
-    console.error(`dynamo: ${err.message}`);
-    process.exit(2);
+    // Bad configuration of `dynamo node` is a usage error; an error answer from a node is a failure.
+    console.error(
+      `dynamo: ${err.message}${err instanceof QuorumNotMetError ? ` (needed ${err.needed}, got ${err.got})` : ''}`,
+    );
+    process.exit(err.code === 'invalid_config' ? 2 : 1);
   }
-  const cause = (err as { cause?: { code?: string } }).cause;
-  if (cause?.code === 'ECONNREFUSED') {
+  const e = err as { code?: string; cause?: { code?: string } };
+  if (e.code === 'ECONNREFUSED' || e.cause?.code === 'ECONNREFUSED') {
     console.error(`dynamo: cannot reach the node (${(err as Error).message}); is the cluster running?`);
     process.exit(1);
   }
