@@ -4,6 +4,15 @@
  * throw only on network errors.
  */
 import { type Dispatcher, Pool } from 'undici';
+import { DynamoClient } from '../node/src/client/client.js';
+import { NotFoundError } from '../node/src/errors.js';
+
+/** What a benchmark phase needs from a client: one call per operation, answered with an HTTP status. */
+export interface KvClient {
+  get(bucket: string, key: string, signal?: AbortSignal): Promise<number>;
+  put(bucket: string, key: string, value: Buffer, signal?: AbortSignal): Promise<number>;
+  close(): Promise<void>;
+}
 
 /** Bucket replication settings as in `PUT /buckets/{b}/props`. */
 export interface BucketProps {
@@ -20,7 +29,8 @@ async function consume(body: Dispatcher.ResponseData['body']): Promise<void> {
 
 const VALUE_CONTENT_TYPE = 'application/octet-stream';
 
-export class KvHttpClient {
+/** Any-node coordination: requests spread round-robin over the nodes, as behind a load balancer. */
+export class KvHttpClient implements KvClient {
   private readonly pools: Pool[];
   private turn = 0;
   /**
@@ -117,4 +127,60 @@ function keyPath(bucket: string, key: string): string {
 
 function propsPath(bucket: string): string {
   return `/buckets/${encodeURIComponent(bucket)}/props`;
+}
+
+/**
+ * Client routing: the product's DynamoClient sends each request to a replica of its key. Updates carry
+ * the last context seen for the key, like KvHttpClient, so both modes do the same work.
+ */
+export class RoutedKvClient implements KvClient {
+  private readonly client: DynamoClient;
+  private readonly contexts = new Map<string, string>();
+
+  constructor(endpoints: readonly string[], concurrency: number, timeoutMs = 30_000) {
+    this.client = new DynamoClient({
+      seeds: [...endpoints],
+      connectionsPerNode: Math.ceil(concurrency / endpoints.length),
+      timeoutMs,
+      retries: 0,
+    });
+  }
+
+  /** Learns the ring before the clock starts, so no phase pays for it. */
+  prepare(): Promise<void> {
+    return this.client.refreshRing();
+  }
+
+  async get(bucket: string, key: string): Promise<number> {
+    try {
+      const got = await this.client.get(bucket, key);
+      this.contexts.set(`${bucket}/${key}`, got.context);
+      return 'siblings' in got ? 300 : 200;
+    } catch (err) {
+      if (err instanceof NotFoundError) return 404;
+      const status = (err as { status?: number }).status;
+      if (typeof status === 'number') return status;
+      throw err;
+    }
+  }
+
+  async put(bucket: string, key: string, value: Buffer): Promise<number> {
+    const id = `${bucket}/${key}`;
+    try {
+      const { context } = await this.client.put(bucket, key, value, {
+        context: this.contexts.get(id),
+        contentType: VALUE_CONTENT_TYPE,
+      });
+      this.contexts.set(id, context);
+      return 204;
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      if (typeof status === 'number') return status;
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.client.close();
+  }
 }

@@ -28,6 +28,8 @@ export interface BenchOptions {
   baselineEndpoint: string | undefined;
   /** Whether a baseline is measured at all. */
   baseline: boolean;
+  /** Also run the workloads through DynamoClient (client-routed) on the cluster. */
+  routing: boolean;
   bucket: string;
   out: string;
   seed: number;
@@ -81,6 +83,10 @@ const FLAGS = {
   'no-baseline': {
     type: 'boolean',
     help: 'skip the baseline (same workloads on a fresh 1-node cluster with n=1,r=1,w=1)',
+  },
+  'no-routing': {
+    type: 'boolean',
+    help: 'skip the second pass of the workloads through DynamoClient, which routes each request to a replica of its key',
   },
   bucket: { type: 'string', arg: 'NAME', default: 'ycsb', help: 'bucket the records live in' },
   out: {
@@ -246,6 +252,7 @@ export function parseBenchArgs(
       endpoints,
       baselineEndpoint,
       baseline: !noBaseline && (endpoints === undefined || baselineEndpoint !== undefined),
+      routing: values['no-routing'] !== true,
       bucket,
       out,
       seed: seedRaw === undefined ? randomSeed() : integer('seed', seedRaw, 0),

@@ -5,7 +5,7 @@
  * and never stop the phase.
  */
 import { performance } from 'node:perf_hooks';
-import type { KvHttpClient } from './client.js';
+import type { KvClient } from './client.js';
 import { LatencyHistogram } from './histogram.js';
 import type { Operation, OperationType } from './workload.js';
 
@@ -59,7 +59,7 @@ export function networkErrorKind(err: unknown): string {
 }
 
 /** Runs the phase to its end (or until the signal aborts) and returns its measurements. */
-export async function runPhase(client: KvHttpClient, plan: PhasePlan): Promise<PhaseResult> {
+export async function runPhase(client: KvClient, plan: PhasePlan): Promise<PhaseResult> {
   if (plan.operations === undefined && plan.durationMs === undefined) {
     throw new Error(`phase ${plan.name} needs an operation count or a duration`);
   }

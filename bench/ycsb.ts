@@ -8,7 +8,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { type BucketProps, KvHttpClient } from './client.js';
+import { type BucketProps, type KvClient, KvHttpClient, RoutedKvClient } from './client.js';
 import { type LocalCluster, startLocalCluster } from './cluster.js';
 import { type BenchOptions, helpText, parseBenchArgs, UsageError } from './options.js';
 import { SeededRandom } from './random.js';
@@ -44,7 +44,10 @@ interface TargetResult {
   endpoints: string[];
   /** The bucket's props as the server reported them (null when it would not say). */
   bucketProps: BucketProps | null;
+  /** Phases through any node (round-robin), the coordinator forwarding to replicas. */
   phases: PhaseSummary[];
+  /** The same workloads through DynamoClient, which sends each request to a replica of its key. */
+  routedPhases: PhaseSummary[] | null;
 }
 
 class Interrupted extends Error {}
@@ -86,35 +89,53 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       // The same seed streams for every target, so cluster and baseline see identical operation sequences.
       const values = new ValueSource(options.valueSize, new SeededRandom(options.seed, 1));
       const phases: PhaseSummary[] = [];
-      const run = async (plan: Omit<PhasePlan, 'bucket' | 'concurrency' | 'signal' | 'onProgress'>) => {
+      const run = async (
+        plan: Omit<PhasePlan, 'bucket' | 'concurrency' | 'signal' | 'onProgress'>,
+        via: KvClient = client,
+        into: PhaseSummary[] = phases,
+        label: string = target.label,
+      ) => {
         const total = plan.operations;
-        const result = await runPhase(client, {
+        const result = await runPhase(via, {
           ...plan,
           bucket: options.bucket,
           concurrency: options.concurrency,
           signal,
-          onProgress: progressPrinter(`${target.label} ${plan.name}`, total),
+          onProgress: progressPrinter(`${label} ${plan.name}`, total),
         });
         clearProgress();
         if (signal.aborted) throw new Interrupted();
         const summary = summarizePhase(result);
         const o = summary.overall;
         out(
-          `${target.label}: ${summary.name} done: ${o.count} ok, ${o.errors} errors, ` +
+          `${label}: ${summary.name} done: ${o.count} ok, ${o.errors} errors, ` +
             `${o.opsPerSec.toFixed(0)} ops/s over ${summary.elapsedSec.toFixed(1)} s`,
         );
-        phases.push(summary);
+        into.push(summary);
       };
-
       await run({ name: 'load', operations: options.records, nextOperation: loadOperations(values) });
-      for (const name of options.workloads) {
-        const random = new SeededRandom(options.seed, 10 + WORKLOAD_NAMES.indexOf(name));
-        const next = workloadOperations(WORKLOADS[name], options.records, random, values);
-        await run(
-          options.durationSec === undefined
-            ? { name, operations: options.operations, nextOperation: next }
-            : { name, durationMs: options.durationSec * 1000, nextOperation: next },
-        );
+      // With routing, each workload runs through any node and then, with the same seed, through
+      // DynamoClient, back to back, so both modes meet the same store state (compaction debt included).
+      const routed =
+        target.label === 'cluster' && options.routing
+          ? new RoutedKvClient(endpoints, options.concurrency)
+          : undefined;
+      const routedPhases: PhaseSummary[] | null = routed ? [] : null;
+      try {
+        await routed?.prepare();
+        for (const name of options.workloads) {
+          const plan = () => {
+            const random = new SeededRandom(options.seed, 10 + WORKLOAD_NAMES.indexOf(name));
+            const next = workloadOperations(WORKLOADS[name], options.records, random, values);
+            return options.durationSec === undefined
+              ? { name, operations: options.operations, nextOperation: next }
+              : { name, durationMs: options.durationSec * 1000, nextOperation: next };
+          };
+          await run(plan());
+          if (routed && routedPhases) await run(plan(), routed, routedPhases, 'cluster, client-routed');
+        }
+      } finally {
+        await routed?.close();
       }
       return {
         label: target.label,
@@ -123,6 +144,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         endpoints,
         bucketProps,
         phases,
+        routedPhases,
       };
     } finally {
       await client.close();
@@ -235,6 +257,18 @@ async function main(argv: string[]): Promise<number> {
     out('== cluster ÷ baseline (ops/s ratio < 1: cluster slower; p99 ratio > 1: cluster slower)');
     out(formatComparisonTable(comparison));
   }
+  const routing = cluster.routedPhases ? comparePhases(cluster.routedPhases, cluster.phases) : null;
+  if (cluster.routedPhases && routing) {
+    printTarget(
+      { ...cluster, phases: cluster.routedPhases },
+      'client-routed (DynamoClient sends each request to a replica of its key)',
+    );
+    out();
+    out(
+      '== client-routed ÷ any-node (ops/s ratio > 1: routing by the client is faster; p99 ratio < 1: lower tail)',
+    );
+    out(formatComparisonTable(routing));
+  }
 
   const result = {
     benchmark: 'ycsb',
@@ -259,6 +293,7 @@ async function main(argv: string[]): Promise<number> {
     cluster,
     baseline,
     comparison,
+    routing,
   };
   const file = path.resolve(options.out);
   await mkdir(path.dirname(file), { recursive: true });

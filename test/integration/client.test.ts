@@ -115,6 +115,17 @@ describe('DynamoClient against a 3-node cluster', () => {
   });
 });
 
+describe('the package', () => {
+  it('exports DynamoClient and the typed errors under its own name', async () => {
+    // Resolved through package.json "exports", as an application's import is (the built dist/).
+    const pkg = await import('dynamo-kv');
+    const client = new pkg.DynamoClient({ seeds: ['http://127.0.0.1:9'], retries: 0 });
+    await expect(client.get('b', 'k')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await client.close();
+    expect(new pkg.QuorumNotMetError('put', 2, 1)).toMatchObject({ status: 503, needed: 2, got: 1 });
+  });
+});
+
 describe('DynamoClient routing and failures', () => {
   let c: TestCluster | undefined;
   afterEach(async () => {

@@ -21,10 +21,12 @@ describe('bench options', () => {
       endpoints: undefined,
       baselineEndpoint: undefined,
       baseline: true,
+      routing: true,
       bucket: 'ycsb',
       out: 'bench/results/ycsb-2025-01-02T03-04-05-678Z.json',
       seed: 99,
     });
+    expect(parse('--no-routing').routing).toBe(false);
     expect(defaultOutPath(now)).toBe('bench/results/ycsb-2025-01-02T03-04-05-678Z.json');
   });
 

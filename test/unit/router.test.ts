@@ -16,10 +16,18 @@ describe('Router', () => {
     router.update(view);
     for (let i = 0; i < 50; i++) {
       const pref = ring.preferenceList(hashKey('b', `k${i}`), 2).map((id) => `http://${id}:8080`);
-      const order = router.candidates('b', `k${i}`);
+      const order = router.candidates('b', `k${i}`, 'write');
       expect(order.slice(0, 2)).toEqual(pref);
       expect(new Set(order).size).toBe(4);
     }
+  });
+
+  it('sends reads to any replica of the key, never first to a non-replica', () => {
+    const router = new Router([], 'preference-list');
+    router.update(view);
+    const pref = ring.preferenceList(hashKey('b', 'hot'), 2).map((id) => `http://${id}:8080`);
+    const firsts = new Set(Array.from({ length: 40 }, () => router.candidates('b', 'hot', 'read')[0]));
+    expect([...firsts].sort()).toEqual([...pref].sort());
   });
 
   it('moves a node that just failed to the back until its suspicion expires', () => {

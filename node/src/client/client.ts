@@ -185,7 +185,7 @@ export class DynamoClient {
 
   /** Reads a key. Throws NotFoundError (with the tombstone's context, if any) when it is absent. */
   async get(bucket: string, key: string, options: ReadOptions = {}): Promise<GetResult> {
-    const r = await this.send(bucket, key, {
+    const r = await this.send(bucket, key, 'read', {
       method: 'GET',
       path: keyPath(bucket, key) + query({ r: options.r }),
       timeoutMs: options.timeoutMs,
@@ -213,7 +213,7 @@ export class DynamoClient {
     options: Pick<WriteOptions, 'context' | 'w' | 'timeoutMs'> = {},
   ): Promise<void> {
     const headers: Record<string, string> = options.context ? { 'x-dynamo-context': options.context } : {};
-    const r = await this.send(bucket, key, {
+    const r = await this.send(bucket, key, 'write', {
       method: 'DELETE',
       path: keyPath(bucket, key) + query({ w: options.w }),
       headers,
@@ -326,7 +326,7 @@ export class DynamoClient {
       'content-type': options.contentType ?? 'application/octet-stream',
     };
     if (options.context) headers['x-dynamo-context'] = options.context;
-    const r = await this.send(bucket, key, {
+    const r = await this.send(bucket, key, 'write', {
       method: 'PUT',
       path:
         keyPath(bucket, key) +
@@ -343,9 +343,14 @@ export class DynamoClient {
   }
 
   /** Sends a key's request along the router's candidates. */
-  private async send(bucket: string, key: string, attempt: Attempt): Promise<Response> {
+  private async send(
+    bucket: string,
+    key: string,
+    kind: 'read' | 'write',
+    attempt: Attempt,
+  ): Promise<Response> {
     if (!this.router.hasRing) await this.refreshRing().catch(() => undefined);
-    return this.request(attempt, this.router.candidates(bucket, key));
+    return this.request(attempt, this.router.candidates(bucket, key, kind));
   }
 
   /** Tries candidates in order; retries (with backoff) on failures that are safe to retry. */
