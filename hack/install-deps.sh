@@ -8,4 +8,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi
+bash "$(dirname "$0")/install-prometheus.sh" # prometheus + promtool for test/dashboard
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<18)) { console.error("Node >= 20.18 required, have "+process.version); process.exit(1) }'

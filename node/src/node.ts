@@ -6,7 +6,7 @@ import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
-import { RemoteError, RequestTimeoutError } from './errors.js';
+import { DynamoError, RemoteError, RequestTimeoutError } from './errors.js';
 import type { Member } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
@@ -76,13 +76,21 @@ export async function startNode(
     host: config.peerHost,
     port: config.peerPort,
     resolve: (peer) => membership.address(peer),
-    onError: (err, context) => log.warn({ err, context }, 'transport error'),
+    onError: (err, context) => log.debug({ err, context }, 'transport error'),
   });
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
-  await transport.listen(async (_from, body) => {
+  await transport.listen(async (from, body) => {
     const req = body as ReplicaRequest;
-    return req.op === 'info' ? info : replica.handle(req);
+    if (req.op === 'info') return info;
+    try {
+      return await replica.handle(req);
+    } catch (err) {
+      // The request id ties this line to the coordinator's log of the same client request.
+      const rid = 'rid' in req ? req.rid : undefined;
+      if (!(err instanceof DynamoError)) log.error({ err, from, op: req.op, rid }, 'replica request failed');
+      throw err;
+    }
   });
   const call = (peer: string, req: ReplicaRequest, timeoutMs: number) => {
     if (peer === config.nodeId) return replica.handle(req);

@@ -63,7 +63,7 @@ describe('context codec', () => {
 
   it('round-trips the empty vector, a 255-byte id, a leading byte order mark and 10 000 entries', () => {
     expect(decodeContext(encodeContext([]))).toEqual([]);
-    const long: VersionVector = [['é'.repeat(127) + 'x', Number.MAX_SAFE_INTEGER]];
+    const long: VersionVector = [[`${'é'.repeat(127)}x`, Number.MAX_SAFE_INTEGER]];
     expect(decodeContext(encodeContext(long))).toEqual(long);
     const bom: VersionVector = [['\ufeffnode', 3]];
     expect(decodeContext(encodeContext(bom))).toEqual(bom);

@@ -94,8 +94,11 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
     if (!req.complete) req.resume();
   }
   if (op) {
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     ctx.metrics.requests.inc({ op, code: String(res.statusCode) });
-    ctx.metrics.duration.observe({ op }, Number(process.hrtime.bigint() - started) / 1e9);
+    ctx.metrics.duration.observe({ op }, seconds);
+    if (ctx.log.isLevelEnabled('debug'))
+      ctx.log.debug({ rid, op, status: res.statusCode, seconds }, 'request');
   }
 }
 

@@ -31,6 +31,15 @@ export class NodeMetrics {
   constructor(node: string, storage: StorageStats, members: MemberCounts) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
+    // Gauges whose names end in _total break Prometheus naming rules (promtool flags them); the same
+    // counts stay exported as nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+    for (const name of [
+      'nodejs_active_handles_total',
+      'nodejs_active_requests_total',
+      'nodejs_active_resources_total',
+    ]) {
+      this.registry.removeSingleMetric(name);
+    }
     const registers = [this.registry];
     this.requests = new Counter({
       name: 'dynamo_requests_total',
