@@ -2,18 +2,12 @@
  * Turns phase measurements into the numbers the benchmark reports: per operation and overall throughput
  * and latency percentiles (ms), cluster-versus-baseline ratios, and the plain-text tables.
  */
-import { LatencyHistogram } from './histogram.js';
+import { type HistogramSummary, LatencyHistogram } from './histogram.js';
 import type { OperationStats, PhaseResult } from './runner.js';
 import type { OperationType } from './workload.js';
 
-export interface LatencyMs {
-  mean: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  p999: number;
-  max: number;
-}
+/** Latency percentiles in milliseconds. */
+export type LatencyMs = Omit<HistogramSummary, 'count' | 'min'>;
 
 export interface OperationSummary {
   /** Successful operations (a read answered 300 with siblings is a success). */

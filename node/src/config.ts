@@ -44,6 +44,7 @@ export interface Setting {
   default: string | number | boolean | ((c: NodeConfig) => string);
   doc: string;
   min?: number;
+  max?: number;
 }
 
 export const SETTINGS: readonly Setting[] = [
@@ -78,6 +79,7 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'int',
     default: 8080,
     min: 0,
+    max: 65535,
     doc: 'Port of the client/admin HTTP API.',
   },
   {
@@ -95,6 +97,7 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'int',
     default: 7070,
     min: 0,
+    max: 65535,
     doc: 'Port of the node-to-node transport.',
   },
   {

@@ -38,8 +38,11 @@ export function loadClusterFile(path: string, tokensPerNode: number): Member[] {
     throw bad(`cluster file ${path}: ${(err as Error).message}`);
   }
   if (!Array.isArray(raw)) throw bad(`cluster file ${path}: expected a JSON array of members`);
-  return raw.map((entry: Record<string, unknown>, i) => {
-    const id = String(entry?.id ?? '');
+  return raw.map((value: unknown, i) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      throw bad(`cluster file ${path}, member ${i}: expected an object with id and address`);
+    const entry = value as Record<string, unknown>;
+    const id = String(entry.id ?? '');
     const where = `cluster file ${path}, member ${i} (${id})`;
     let tokens: string[];
     if (entry.tokens === undefined || typeof entry.tokens === 'number') {

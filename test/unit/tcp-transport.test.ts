@@ -1,0 +1,239 @@
+import { createServer } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  InvalidRequestError,
+  PeerUnavailableError,
+  RemoteError,
+  RequestTimeoutError,
+} from '../../node/src/errors.js';
+import { TcpTransport } from '../../node/src/transport/tcp.js';
+import type { RequestHandler } from '../../node/src/transport/transport.js';
+
+const HOST = '127.0.0.1';
+const open: TcpTransport[] = [];
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((t) => t.close()));
+});
+
+/** A transport on 127.0.0.1 whose peers resolve through `ports` (node id → port). */
+function transport(self: string, ports: Map<string, number>, cluster = 'test', port = 0): TcpTransport {
+  const t = new TcpTransport({
+    self,
+    cluster,
+    host: HOST,
+    port,
+    resolve: (peer) => {
+      const p = ports.get(peer);
+      return p === undefined ? undefined : `${HOST}:${p}`;
+    },
+  });
+  open.push(t);
+  return t;
+}
+
+/** Starts a server transport `b` running `handler` and a client transport `a` that can reach it. */
+async function pair(handler: RequestHandler, opts: { serverCluster?: string } = {}) {
+  const ports = new Map<string, number>();
+  const server = transport('b', ports, opts.serverCluster ?? 'test');
+  await server.listen(handler);
+  ports.set('b', server.port);
+  const client = transport('a', ports);
+  await client.listen(async () => null);
+  ports.set('a', client.port);
+  return { client, server, ports };
+}
+
+/** A port that was free a moment ago: nothing listens on it. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, HOST, resolve));
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('TcpTransport', () => {
+  it('delivers a request to the peer handler with the sender id and resolves with its reply', async () => {
+    const seen: Array<{ from: string; body: unknown }> = [];
+    const { client } = await pair(async (from, body) => {
+      seen.push({ from, body });
+      return { echo: body, value: Buffer.from('bytes') };
+    });
+    const reply = (await client.request('b', { op: 'get', k: 'x' }, 2000)) as {
+      echo: unknown;
+      value: Buffer;
+    };
+    expect(reply.echo).toEqual({ op: 'get', k: 'x' });
+    expect(reply.value.toString()).toBe('bytes');
+    expect(seen).toEqual([{ from: 'a', body: { op: 'get', k: 'x' } }]);
+  });
+
+  it('resolves with null when the handler returns undefined', async () => {
+    const { client } = await pair(async () => undefined);
+    await expect(client.request('b', 1, 2000)).resolves.toBeNull();
+  });
+
+  it('multiplexes 200 concurrent requests over one connection, each getting its own reply when answered out of order', async () => {
+    const { client, server } = await pair(async (_from, body) => {
+      const { i } = body as { i: number };
+      await sleep(Math.random() * 50);
+      return { i, square: i * i };
+    });
+    const order: number[] = [];
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        client.request('b', { i }, 5000).then((r) => {
+          order.push(i);
+          return r;
+        }),
+      ),
+    );
+    replies.forEach((r, i) => {
+      expect(r).toEqual({ i, square: i * i });
+    });
+    // With random delays the replies cannot all have come back in request order.
+    expect(order).not.toEqual([...order].sort((x, y) => x - y));
+    const inbound = (server as unknown as { inbound: Set<unknown> }).inbound;
+    expect(inbound.size).toBe(1);
+  });
+
+  it('rejects with RemoteError carrying the DynamoError code when the handler throws one', async () => {
+    const { client } = await pair(async () => {
+      throw new InvalidRequestError('x_code', 'bad thing');
+    });
+    const err = await client.request('b', {}, 2000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect((err as RemoteError).code).toBe('x_code');
+    expect((err as RemoteError).peer).toBe('b');
+    expect((err as RemoteError).message).toContain('bad thing');
+  });
+
+  it("rejects with RemoteError code 'internal' when the handler throws a plain Error", async () => {
+    const { client } = await pair(async () => {
+      throw new Error('kaput');
+    });
+    const err = await client.request('b', {}, 2000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect((err as RemoteError).code).toBe('internal');
+    expect((err as RemoteError).message).toContain('kaput');
+  });
+
+  it('keeps serving requests on the same connection after a handler error', async () => {
+    let calls = 0;
+    const { client } = await pair(async () => {
+      calls++;
+      if (calls === 1) throw new Error('first fails');
+      return 'ok';
+    });
+    await expect(client.request('b', {}, 2000)).rejects.toBeInstanceOf(RemoteError);
+    await expect(client.request('b', {}, 2000)).resolves.toBe('ok');
+  });
+
+  it('rejects quickly with PeerUnavailableError when nothing listens on the peer port', async () => {
+    const ports = new Map([['b', await closedPort()]]);
+    const client = transport('a', ports);
+    const started = Date.now();
+    const err = await client.request('b', {}, 5000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PeerUnavailableError);
+    expect((err as PeerUnavailableError).peer).toBe('b');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('rejects with RequestTimeoutError after the timeout when the handler never answers', async () => {
+    const { client } = await pair(() => new Promise(() => undefined));
+    const started = Date.now();
+    const err = await client.request('b', {}, 150).catch((e: unknown) => e);
+    const elapsed = Date.now() - started;
+    expect(err).toBeInstanceOf(RequestTimeoutError);
+    expect((err as RequestTimeoutError).timeoutMs).toBe(150);
+    expect(elapsed).toBeGreaterThanOrEqual(140);
+    expect(elapsed).toBeLessThan(2000);
+  });
+
+  it('still answers other requests on the connection after one timed out', async () => {
+    const { client } = await pair(async (_from, body) => {
+      if (body === 'hang') return new Promise(() => undefined);
+      return 'fine';
+    });
+    await expect(client.request('b', 'hang', 100)).rejects.toBeInstanceOf(RequestTimeoutError);
+    await expect(client.request('b', 'other', 2000)).resolves.toBe('fine');
+  });
+
+  it('rejects an in-flight request with PeerUnavailableError when the peer shuts down', async () => {
+    let arrived!: () => void;
+    const handled = new Promise<void>((r) => {
+      arrived = r;
+    });
+    const { client, server } = await pair(() => {
+      arrived();
+      return new Promise(() => undefined);
+    });
+    const pending = client.request('b', {}, 10_000).catch((e: unknown) => e);
+    await handled;
+    const started = Date.now();
+    await server.close();
+    const err = await pending;
+    expect(err).toBeInstanceOf(PeerUnavailableError);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('reaches a peer again once it comes back on the same port', async () => {
+    const { client, server, ports } = await pair(async () => 'first life');
+    await expect(client.request('b', {}, 2000)).resolves.toBe('first life');
+    const port = server.port;
+    await server.close();
+    // While the peer is down requests fail, which also arms the reconnect backoff.
+    await expect(client.request('b', {}, 2000)).rejects.toBeInstanceOf(PeerUnavailableError);
+    await expect(client.request('b', {}, 2000)).rejects.toBeInstanceOf(PeerUnavailableError);
+
+    const revived = transport('b', ports, 'test', port);
+    await revived.listen(async () => 'second life');
+    const deadline = Date.now() + 3000;
+    let reply: unknown;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      try {
+        reply = await client.request('b', {}, 1000);
+        break;
+      } catch (err) {
+        last = err;
+        expect(err).toBeInstanceOf(PeerUnavailableError);
+        await sleep(50);
+      }
+    }
+    expect(reply, `last error: ${String(last)}`).toBe('second life');
+  });
+
+  it('refuses a peer of another cluster with PeerUnavailableError naming the cluster', async () => {
+    const handled: unknown[] = [];
+    const { client } = await pair(
+      async (_from, body) => {
+        handled.push(body);
+        return 'should not happen';
+      },
+      { serverCluster: 'other-cluster' },
+    );
+    const err = await client.request('b', { op: 'get' }, 2000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PeerUnavailableError);
+    expect((err as Error).message).toContain('cluster');
+    expect((err as Error).message).toContain('other-cluster');
+    expect(handled).toEqual([]);
+  });
+
+  it('rejects a request to a peer id it cannot resolve with PeerUnavailableError', async () => {
+    const client = transport('a', new Map());
+    const err = await client.request('nobody', {}, 2000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PeerUnavailableError);
+    expect((err as PeerUnavailableError).peer).toBe('nobody');
+    expect((err as Error).message).toContain('unknown peer');
+  });
+
+  it('rejects requests made after close with PeerUnavailableError', async () => {
+    const { client } = await pair(async () => 'ok');
+    await client.close();
+    await expect(client.request('b', {}, 2000)).rejects.toBeInstanceOf(PeerUnavailableError);
+  });
+});
