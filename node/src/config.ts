@@ -266,11 +266,11 @@ function parseValue(s: Setting, raw: string, source: string): string | number | 
     throw new InvalidRequestError('invalid_config', `${source}: expected true or false, got "${raw}"`);
   }
   const n = Number(raw);
-  if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < (s.min ?? Number.MIN_SAFE_INTEGER)) {
-    throw new InvalidRequestError(
-      'invalid_config',
-      `${source}: expected an integer >= ${s.min ?? 0}, got "${raw}"`,
-    );
+  const min = s.min ?? Number.MIN_SAFE_INTEGER;
+  const max = s.max ?? Number.MAX_SAFE_INTEGER;
+  if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const range = s.max === undefined ? `>= ${s.min ?? 0}` : `from ${s.min ?? 0} to ${s.max}`;
+    throw new InvalidRequestError('invalid_config', `${source}: expected an integer ${range}, got "${raw}"`);
   }
   return n;
 }
