@@ -294,8 +294,10 @@ export function loadConfig(
     config[s.key] = (s.default as (c: NodeConfig) => string)(config as unknown as NodeConfig);
   const c = config as unknown as NodeConfig;
   c.dataDir = resolve(c.dataDir);
-  if (!LOG_LEVELS.has(c.logLevel))
-    throw new InvalidRequestError('invalid_config', `--log-level: unknown level "${c.logLevel}"`);
+  if (!LOG_LEVELS.has(c.logLevel)) {
+    const source = flags['log-level'] !== undefined ? '--log-level' : 'DYNAMO_LOG_LEVEL';
+    throw new InvalidRequestError('invalid_config', `${source}: unknown level "${c.logLevel}"`);
+  }
   if (c.defaultR > c.defaultN || c.defaultW > c.defaultN) {
     throw new InvalidRequestError(
       'invalid_config',
