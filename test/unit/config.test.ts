@@ -158,7 +158,7 @@ describe('loadConfig', () => {
 
   it('rejects an unknown log level, naming the setting', () => {
     expect(configError({ 'log-level': 'verbose' }).message).toContain('--log-level');
-    expect(configError({}, { DYNAMO_LOG_LEVEL: 'loud' }).message).toContain('log-level');
+    expect(configError({}, { DYNAMO_LOG_LEVEL: 'loud' }).message).toContain('DYNAMO_LOG_LEVEL');
   });
 
   it('rejects a default read or write quorum larger than the default replica count', () => {
