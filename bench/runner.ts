@@ -94,8 +94,8 @@ export async function runPhase(client: KvClient, plan: PhasePlan): Promise<Phase
       try {
         status =
           op.type === 'read'
-            ? await client.get(plan.bucket, op.key, plan.signal)
-            : await client.put(plan.bucket, op.key, op.value ?? Buffer.alloc(0), plan.signal);
+            ? await client.get(plan.bucket, op.key)
+            : await client.put(plan.bucket, op.key, op.value ?? Buffer.alloc(0));
       } catch (err) {
         failure = networkErrorKind(err);
       }

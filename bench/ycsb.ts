@@ -8,7 +8,7 @@ import { setMaxListeners } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { type BucketProps, type KvClient, KvHttpClient, RoutedKvClient } from './client.js';
+import { BenchClient, type BucketProps, type KvClient } from './client.js';
 import { type LocalCluster, startLocalCluster } from './cluster.js';
 import { type BenchOptions, helpText, parseBenchArgs, UsageError } from './options.js';
 import { SeededRandom } from './random.js';
@@ -26,7 +26,7 @@ import { loadOperations, ValueSource, WORKLOAD_NAMES, WORKLOADS, workloadOperati
 import { ZIPFIAN_CONSTANT } from './zipfian.js';
 
 /** Replication of the baseline bucket: one copy, one reply. */
-const BASELINE_PROPS: BucketProps = { n: 1, r: 1, w: 1 };
+const BASELINE_PROPS: Partial<BucketProps> = { n: 1, r: 1, w: 1 };
 
 /** What to benchmark: a local cluster to start, or existing endpoints. */
 interface Target {
@@ -34,7 +34,7 @@ interface Target {
   local?: { nodes: number };
   endpoints?: string[];
   /** Bucket props set before loading (none: the server's defaults). */
-  props?: BucketProps;
+  props?: Partial<BucketProps>;
 }
 
 interface TargetResult {
@@ -79,10 +79,10 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       endpoints = local.endpoints;
     }
     out(`${target.label}: ${endpoints.join(', ')}`);
-    const client = new KvHttpClient(endpoints, options.concurrency);
+    const client = new BenchClient(endpoints, options.concurrency, 'any');
     try {
       if (target.props) await client.setBucketProps(options.bucket, target.props);
-      const bucketProps = (await client.getBucketProps(options.bucket)) ?? null;
+      const bucketProps = await client.getBucketProps(options.bucket).catch(() => null);
       if (bucketProps)
         out(`${target.label}: bucket "${options.bucket}" props ${JSON.stringify(bucketProps)}`);
 
@@ -118,7 +118,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       // DynamoClient, back to back, so both modes meet the same store state (compaction debt included).
       const routed =
         target.label === 'cluster' && options.routing
-          ? new RoutedKvClient(endpoints, options.concurrency)
+          ? new BenchClient(endpoints, options.concurrency, 'preference-list')
           : undefined;
       const routedPhases: PhaseSummary[] | null = routed ? [] : null;
       try {
