@@ -85,3 +85,31 @@ describe('ExpirySweeper', () => {
     expect(store.keyCount).toBe(50);
   });
 });
+
+describe('ObjectStore key spaces', () => {
+  let dir: string;
+  let store: ObjectStore;
+  afterEach(async () => {
+    await store?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps a subsystem’s records apart from objects and metadata, across a reopen', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'dynamo-space-'));
+    store = await ObjectStore.open(dir, { syncWrites: false });
+    const hints = store.keySpace('h:');
+    await hints.batch([
+      { type: 'put', key: 'b', value: Buffer.from('2') },
+      { type: 'put', key: 'a', value: Buffer.from('1') },
+    ]);
+    await hints.put('c', Buffer.from('3'));
+    await hints.del('b');
+    await store.close();
+    store = await ObjectStore.open(dir, { syncWrites: false });
+    const entries: string[] = [];
+    for await (const [k, v] of store.keySpace('h:').entries()) entries.push(`${k}=${v}`);
+    expect(entries).toEqual(['a=1', 'c=3']);
+    expect(store.keyCount).toBe(0);
+    expect(() => store.keySpace('o:')).toThrow(/prefix/);
+  });
+});

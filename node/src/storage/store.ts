@@ -9,6 +9,18 @@ import { decodeObject, encodeObject } from './codec.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { WriteBatcher } from './write-batcher.js';
 
+/** A prefixed part of the node's database, for subsystems that keep their own records. */
+export interface KeySpace {
+  get(key: string): Buffer | undefined;
+  put(key: string, value: Buffer): Promise<void>;
+  del(key: string): Promise<void>;
+  batch(
+    ops: Array<{ type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string }>,
+  ): Promise<void>;
+  /** Entries in key order, optionally within [gte, lt) and at most limit of them. */
+  entries(range?: { gte?: string; lt?: string; limit?: number }): AsyncGenerator<[string, Buffer]>;
+}
+
 export interface StoreOptions {
   /** fsync each write before it is acknowledged. */
   syncWrites: boolean;
@@ -112,6 +124,38 @@ export class ObjectStore {
     for await (const [k, v] of this.db.iterator({ gte: from, lt: `${from}\uffff` }))
       out.push([k.slice(META.length), v]);
     return out;
+  }
+
+  /**
+   * A separate key space of this database (e.g. hints, Merkle metadata), named by a prefix that is not
+   * "o:" or "m:". Its writes are synced like objects' when --sync-writes is on.
+   */
+  keySpace(prefix: string): KeySpace {
+    if (prefix === OBJECTS || prefix === META || !/^[a-z]+:$/.test(prefix)) {
+      throw new Error(`key space prefix "${prefix}" must be lowercase letters and a colon, not o: or m:`);
+    }
+    const db = this.db;
+    const sync = this.options.syncWrites;
+    return {
+      get: (key) => db.getSync(prefix + key),
+      put: (key, value) => db.put(prefix + key, value, { sync }),
+      del: (key) => db.del(prefix + key, { sync }),
+      batch: (ops) =>
+        db.batch(
+          ops.map((op) =>
+            op.type === 'put'
+              ? { type: 'put' as const, key: prefix + op.key, value: op.value }
+              : { type: 'del' as const, key: prefix + op.key },
+          ),
+          { sync },
+        ),
+      async *entries(range = {}) {
+        const gte = prefix + (range.gte ?? '');
+        const lt = range.lt === undefined ? `${prefix}\uffff` : prefix + range.lt;
+        for await (const [k, v] of db.iterator({ gte, lt, limit: range.limit ?? -1 }))
+          yield [k.slice(prefix.length), v];
+      },
+    };
   }
 
   /** Number of objects stored (tombstones included). */
