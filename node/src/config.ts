@@ -27,6 +27,7 @@ export interface NodeConfig {
   defaultW: number;
   requestTimeoutMs: number;
   clockMaxEntries: number;
+  maxSiblings: number;
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
   ttlSweepIntervalMs: number;
@@ -218,6 +219,15 @@ export const SETTINGS: readonly Setting[] = [
     default: 50,
     min: 1,
     doc: 'Clock entries kept per object before old value-less entries are pruned.',
+  },
+  {
+    key: 'maxSiblings',
+    flag: 'max-siblings',
+    env: 'DYNAMO_MAX_SIBLINGS',
+    kind: 'int',
+    default: 100,
+    min: 1,
+    doc: 'Most concurrent siblings a client write may leave on a key; a write past it gets 409 too_many_siblings and nothing is written (replication never is refused).',
   },
   {
     key: 'clockPruneAgeMs',

@@ -57,6 +57,27 @@ export class NotFoundError extends DynamoError {
   }
 }
 
+/**
+ * A client write would leave more concurrent siblings than the configured limit; nothing was written.
+ * The client should read (getting the siblings and their context), resolve them, and write with that context.
+ */
+export class TooManySiblingsError extends DynamoError {
+  readonly status = 409;
+  readonly code = 'too_many_siblings';
+  constructor(
+    readonly siblings: number,
+    readonly limit: number,
+  ) {
+    super(
+      `this write would leave ${siblings} concurrent siblings (limit ${limit}); read the key, resolve its siblings and write with the read's context`,
+    );
+    this.name = 'TooManySiblingsError';
+  }
+  override details() {
+    return { siblings: this.siblings, limit: this.limit };
+  }
+}
+
 /** Fewer replicas answered than the request's r or w asked for. */
 export class QuorumNotMetError extends DynamoError {
   readonly status = 503;
@@ -103,6 +124,8 @@ export class RemoteError extends Error {
     readonly peer: string,
     readonly code: string,
     message: string,
+    /** The remote DynamoError's extra fields, when it was one. */
+    readonly details: Record<string, unknown> = {},
   ) {
     super(`${peer}: ${code}: ${message}`);
     this.name = 'RemoteError';

@@ -69,6 +69,8 @@ export async function startNode(
     self: config.nodeId,
     clockMaxEntries: config.clockMaxEntries,
     clockPruneAgeMs: config.clockPruneAgeMs,
+    maxSiblings: config.maxSiblings,
+    onSiblingLimit: () => metrics.siblingLimitRejections.inc(),
   });
   const transport = new TcpTransport({
     self: config.nodeId,

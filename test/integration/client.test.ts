@@ -4,6 +4,7 @@ import {
   InvalidRequestError,
   NotFoundError,
   QuorumNotMetError,
+  TooManySiblingsError,
   UnresolvedSiblingsError,
   ValueTooLargeError,
 } from '../../node/src/errors.js';
@@ -165,6 +166,25 @@ describe('DynamoClient routing and failures', () => {
       const err = await client.put('f', 'k0', 'x', { w: 'all' }).catch((e) => e);
       expect(err).toBeInstanceOf(QuorumNotMetError);
       expect(err).toMatchObject({ needed: 3, got: 2 });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('refuses writes past --max-siblings with 409 and a typed error, and accepts the resolving write', async () => {
+    c = await TestCluster.start(3, ['--max-siblings', '3']);
+    const client = new DynamoClient({ seeds: [c.url(0)] });
+    try {
+      for (const v of ['a', 'b', 'c']) await client.put('limits', 'k', v); // blind: three siblings
+      const raw = await fetch(`${c.url(1)}/buckets/limits/keys/k`, { method: 'PUT', body: 'd' });
+      expect(raw.status).toBe(409);
+      expect(await raw.json()).toMatchObject({ error: 'too_many_siblings', siblings: 4, limit: 3 });
+      await expect(client.put('limits', 'k', 'e')).rejects.toBeInstanceOf(TooManySiblingsError);
+      const read = await client.get('limits', 'k', { r: 'all' });
+      expect('siblings' in read && read.siblings.map((s) => text(s.value)).sort()).toEqual(['a', 'b', 'c']);
+      await client.put('limits', 'k', 'abc', { context: read.context });
+      const after = await client.get('limits', 'k');
+      expect('value' in after && text(after.value)).toBe('abc');
     } finally {
       await client.close();
     }

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BucketPropsTable } from '../../node/src/buckets/props.js';
 import { Coordinator } from '../../node/src/coordinator/coordinator.js';
-import { QuorumNotMetError } from '../../node/src/errors.js';
+import { QuorumNotMetError, TooManySiblingsError } from '../../node/src/errors.js';
 import type { Member } from '../../node/src/membership/membership.js';
 import { StaticMembership } from '../../node/src/membership/static.js';
 import type { ReplicaRequest } from '../../node/src/replica/messages.js';
@@ -39,7 +39,12 @@ async function cluster(
     const store = await ObjectStore.open(dir, { syncWrites: false });
     stores.push(store);
     const props = await BucketPropsTable.load(store, { n, r: 2, w: 2, conflict: 'siblings', ttl: 0 });
-    const replica = new Replica(store, props, { self: id, clockMaxEntries: 50, clockPruneAgeMs: 60_000 });
+    const replica = new Replica(store, props, {
+      self: id,
+      clockMaxEntries: 50,
+      clockPruneAgeMs: 60_000,
+      maxSiblings: 25,
+    });
     const transport = net.transport(id);
     await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
     const node: TestNode = { id, store, props, repairs: 0, coordinator: undefined as unknown as Coordinator };
@@ -194,5 +199,25 @@ describe('Coordinator', () => {
     );
     const all = await nodes.a!.coordinator.get('b', 'hot', { ...read, r: 3 });
     expect(texts(all)).toHaveLength(20);
+  });
+
+  it('refuses a write that would leave more siblings than the limit, writing nothing, wherever it is coordinated', async () => {
+    const { nodes } = await cluster(['a', 'b', 'c', 'd'], 3);
+    // A key of which d is not a replica, so d's write is refused by a remote replica.
+    let key = '';
+    for (let i = 0; key === ''; i++)
+      if (!nodes.d!.coordinator.preferenceList('b', `k${i}`).includes('d')) key = `k${i}`;
+    const [owner] = nodes.d!.coordinator.preferenceList('b', key);
+    for (let i = 0; i < 25; i++) await nodes[owner!]!.coordinator.put('b', key, sib(`v${i}`), write);
+    const local = await nodes[owner!]!.coordinator.put('b', key, sib('one too many'), write).catch((e) => e);
+    expect(local).toBeInstanceOf(TooManySiblingsError);
+    const remote = await nodes.d!.coordinator.put('b', key, sib('one too many'), write).catch((e) => e);
+    expect(remote).toBeInstanceOf(TooManySiblingsError);
+    expect(remote).toMatchObject({ siblings: 26, limit: 25, status: 409 });
+    const stored = await nodes[owner!]!.coordinator.get('b', key, { ...read, r: 3 });
+    expect(texts(stored)).toHaveLength(25);
+    // Resolving with the context is always allowed and brings the count down.
+    await nodes.d!.coordinator.put('b', key, sib('resolved'), { ...write, context: join(stored!) });
+    expect(texts(await nodes.a!.coordinator.get('b', key, { ...read, r: 3 }))).toEqual(['resolved']);
   });
 });

@@ -9,6 +9,7 @@ import {
   InvalidRequestError,
   NotFoundError,
   QuorumNotMetError,
+  TooManySiblingsError,
   UnresolvedSiblingsError,
   ValueTooLargeError,
 } from '../errors.js';
@@ -141,7 +142,14 @@ function parseValue(r: Response): GetResult {
 
 /** Turns an error answer into the typed error it stands for. */
 function errorOf(r: Response): Error {
-  let body: { error?: string; message?: string; needed?: number; got?: number; limit?: number } = {};
+  let body: {
+    error?: string;
+    message?: string;
+    needed?: number;
+    got?: number;
+    limit?: number;
+    siblings?: number;
+  } = {};
   try {
     body = JSON.parse(r.body.toString('utf8'));
   } catch {
@@ -152,6 +160,9 @@ function errorOf(r: Response): Error {
   if (r.status === 503 && body.error === 'quorum_not_met')
     return new QuorumNotMetError('request', body.needed ?? 0, body.got ?? 0);
   if (r.status === 413) return new ValueTooLargeError(body.limit ?? 0);
+  if (r.status === 409 && body.error === 'too_many_siblings') {
+    return new TooManySiblingsError(Number(body.siblings), Number(body.limit));
+  }
   if (r.status === 400) return new InvalidRequestError(body.error ?? 'invalid_request', message);
   return new DynamoHttpError(r.status, body.error ?? 'http_error', message);
 }

@@ -4,7 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
-import { QuorumNotMetError } from '../errors.js';
+import { QuorumNotMetError, RemoteError, TooManySiblingsError } from '../errors.js';
 import type { Membership } from '../membership/membership.js';
 import type { GetReply, PutReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey } from '../ring/index.js';
@@ -95,6 +95,11 @@ export class Coordinator {
         first = { peer, reply: (await this.deps.call(peer, req, remaining())) as PutReply };
         break;
       } catch (err) {
+        // The write itself is refused: another replica would refuse it too.
+        if (err instanceof TooManySiblingsError) throw err;
+        if (err instanceof RemoteError && err.code === 'too_many_siblings') {
+          throw new TooManySiblingsError(Number(err.details.siblings), Number(err.details.limit));
+        }
         reasons.push((err as Error).message);
         this.deps.log.debug({ peer, err: (err as Error).message, rid: opts.rid }, 'put coordination failed');
       }

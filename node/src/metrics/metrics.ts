@@ -27,6 +27,7 @@ export class NodeMetrics {
   readonly peerDuration: Histogram<'op'>;
   readonly peerErrors: Counter<'peer' | 'kind'>;
   readonly expiredPurged: Counter;
+  readonly siblingLimitRejections: Counter;
 
   constructor(node: string, storage: StorageStats, members: MemberCounts) {
     this.registry.setDefaultLabels({ node });
@@ -87,6 +88,11 @@ export class NodeMetrics {
     this.expiredPurged = new Counter({
       name: 'dynamo_expired_values_purged_total',
       help: 'Values past their time-to-live whose bytes this node purged.',
+      registers,
+    });
+    this.siblingLimitRejections = new Counter({
+      name: 'dynamo_sibling_limit_rejections_total',
+      help: 'Client writes refused (409) because they would leave more siblings than --max-siblings.',
       registers,
     });
     new Gauge({

@@ -3,23 +3,29 @@
  * store with the dvvset rules, and answers reads. One instance per node, behind the transport.
  */
 import type { BucketPropsTable } from '../buckets/props.js';
-import { InvalidRequestError } from '../errors.js';
+import { InvalidRequestError, TooManySiblingsError } from '../errors.js';
 import { decodeObject, encodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import {
   type Clock,
   equalHistory,
+  isLive,
   lww,
   prune,
   purgeExpired,
   sync,
   update,
+  values,
   withContext,
 } from '../version/index.js';
 import type { GetReply, PutReply, ReplicaRequest } from './messages.js';
 
 export interface ReplicaOptions {
   self: string;
+  /** Most live siblings a coordinated client write may leave. */
+  maxSiblings: number;
+  /** Called when a write is refused for the sibling limit. */
+  onSiblingLimit?: () => void;
   clockMaxEntries: number;
   clockPruneAgeMs: number;
   now?: () => number;
@@ -48,9 +54,18 @@ export class Replica {
       case 'get':
         return { obj: this.store.getRaw(req.b, req.k) ?? null } satisfies GetReply;
       case 'put': {
-        const stored = await this.store.modify(req.b, req.k, (local) =>
-          this.bound(update(withContext(req.ctx, req.sib), local, this.opts.self, this.now()), req.lww),
-        );
+        const stored = await this.store.modify(req.b, req.k, (local) => {
+          const next = this.bound(
+            update(withContext(req.ctx, req.sib), local, this.opts.self, this.now()),
+            req.lww,
+          );
+          const live = values(next).filter((s) => isLive(s, this.now())).length;
+          if (live > this.opts.maxSiblings) {
+            this.opts.onSiblingLimit?.();
+            throw new TooManySiblingsError(live, this.opts.maxSiblings);
+          }
+          return next;
+        });
         return { obj: encodeObject(stored) } satisfies PutReply;
       }
       case 'merge': {

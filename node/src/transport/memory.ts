@@ -57,7 +57,8 @@ export class InMemoryNetwork {
         return copy(await target.handler!(from, copy(body)));
       } catch (err) {
         if (err instanceof PeerUnavailableError) throw err;
-        throw new RemoteError(to, err instanceof DynamoError ? err.code : 'internal', (err as Error).message);
+        if (err instanceof DynamoError) throw new RemoteError(to, err.code, err.message, err.details());
+        throw new RemoteError(to, 'internal', (err as Error).message);
       }
     })();
     let timer: NodeJS.Timeout | undefined;

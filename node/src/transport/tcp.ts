@@ -74,8 +74,8 @@ class PeerConnection {
     clearTimeout(p.timer);
     if (frame.kind === FrameKind.Reply) p.resolve(frame.payload);
     else {
-      const e = frame.payload as { code?: string; message?: string };
-      p.reject(new RemoteError(this.peer, e.code ?? 'internal', e.message ?? 'remote error'));
+      const e = frame.payload as { code?: string; message?: string; details?: Record<string, unknown> };
+      p.reject(new RemoteError(this.peer, e.code ?? 'internal', e.message ?? 'remote error', e.details));
     }
   }
 
