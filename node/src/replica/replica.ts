@@ -8,11 +8,11 @@ import { decodeObject, encodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import {
   type Clock,
-  equalHistory,
   isLive,
   lww,
   prune,
   purgeExpired,
+  sameVersion,
   sync,
   update,
   values,
@@ -30,12 +30,6 @@ export interface ReplicaOptions {
   clockPruneAgeMs: number;
   now?: () => number;
 }
-
-const valueCount = (c: Clock) => c.anonymous.length + c.entries.reduce((n, e) => n + e.values.length, 0);
-
-/** True when merging changed nothing, so the write can be skipped. */
-const unchanged = (before: Clock, after: Clock) =>
-  equalHistory(before, after) && valueCount(before) === valueCount(after);
 
 export class Replica {
   private readonly now: () => number;
@@ -73,7 +67,7 @@ export class Replica {
         await this.store.modify(req.b, req.k, (local) => {
           if (!local) return this.bound(incoming, req.lww);
           const merged = this.bound(sync(local, incoming), req.lww);
-          return unchanged(local, merged) ? local : merged;
+          return sameVersion(local, merged) ? local : merged;
         });
         return { ok: true };
       }

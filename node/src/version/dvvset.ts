@@ -219,6 +219,20 @@ export function equalHistory(a: Clock, b: Clock): boolean {
   );
 }
 
+/**
+ * True when b holds nothing a lacks: same history and as many values. Since sync keeps the newest values
+ * of each entry, equal counts under an equal history mean the same values, so merging b into a (or a
+ * repair sending b) would change nothing.
+ */
+export function sameVersion(a: Clock, b: Clock): boolean {
+  return equalHistory(a, b) && valueCount(a) === valueCount(b);
+}
+
+/** Number of values (siblings, tombstones included) the clock holds. */
+export function valueCount(c: Clock): number {
+  return c.anonymous.length + c.entries.reduce((n, e) => n + e.values.length, 0);
+}
+
 /** True when a >= b pointwise (ids missing from a count as 0). */
 export function descends(a: VersionVector, b: VersionVector): boolean {
   const counters = new Map(a);
