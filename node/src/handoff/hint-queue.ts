@@ -1,0 +1,295 @@
+/**
+ * The durable queue of hints for hinted handoff: writes this node accepted for an owner that was down,
+ * kept in LevelDB until they are delivered to it (oldest first, rate-limited) or outlive the window.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import { Packr } from 'msgpackr';
+import { KeyedMutex } from '../storage/keyed-mutex.js';
+import type { KeySpace } from '../storage/store.js';
+
+/** A write held for its intended owner; delivered as a 'merge' of obj into bucket/key on target. */
+export interface Hint {
+  /** Node id of the intended owner (no NUL characters). */
+  target: string;
+  bucket: string;
+  key: string;
+  /** The encoded object (storage/codec.ts), as the 'merge' replica message carries it. */
+  obj: Buffer;
+  /** When the hint was written, in ms since the epoch; it expires windowMs later. */
+  createdAt: number;
+}
+
+export interface HintQueueOptions {
+  /** How long an undelivered hint is kept before it is dropped, in ms. Default 3 hours. */
+  windowMs?: number;
+  /** Hints sent per second to one target (token bucket). Default 100. */
+  ratePerSecond?: number;
+  /** Hints that may go to a target back to back after a pause (the bucket's capacity). Default 1. */
+  burst?: number;
+  /** Clock in ms, for createdAt, expiry and the rate limit. Default Date.now. */
+  now?: () => number;
+  /** Waits ms, rejecting when signal aborts; injectable so the rate limit is testable without real time. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Called with the number of hints dropped for outliving the window. */
+  onExpired?: (n: number) => void;
+  /** Called as hints are delivered to target. */
+  onDelivered?: (target: string, n: number) => void;
+}
+
+export interface DeliverOptions {
+  /** Send at most this many hints in this pass (expired ones do not count). */
+  maxHints?: number;
+  /** Stops the pass before the next send (also while waiting for the rate limit). */
+  signal?: AbortSignal;
+}
+
+export interface DeliveryResult {
+  delivered: number;
+  expired: number;
+  /** A send rejected; that hint and every later one are still queued. */
+  failed: boolean;
+  /** What the failed send rejected with. */
+  error?: unknown;
+}
+
+export const DEFAULT_HINT_WINDOW_MS = 3 * 60 * 60 * 1000;
+export const DEFAULT_HINT_RATE_PER_SECOND = 100;
+
+const FORMAT = 1;
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const SEP = '\u0000';
+// 16 digits hold any safe integer, so string order of the padded numbers is numeric order.
+const pad = (n: number) => n.toString().padStart(16, '0');
+const PAGE = 256;
+const EXPIRE_BATCH = 1000;
+
+/** Key of a hint: grouped by target, then oldest first; seq keeps hints of the same ms apart and in order. */
+const hintKey = (target: string, createdAt: number, seq: number) =>
+  `${target}${SEP}${pad(createdAt)}${SEP}${pad(seq)}`;
+/** The [gte, lt) range holding every hint of target (targets hold no NUL, so no other target's keys fall in). */
+const targetRange = (target: string) => ({ gte: `${target}${SEP}`, lt: `${target}\u0001` });
+
+function parseKey(k: string): { target: string; createdAt: number; seq: number } {
+  const second = k.lastIndexOf(SEP);
+  const first = k.lastIndexOf(SEP, second - 1);
+  if (first <= 0) throw new Error(`malformed hint key ${JSON.stringify(k)}`);
+  return {
+    target: k.slice(0, first),
+    createdAt: Number(k.slice(first + 1, second)),
+    seq: Number(k.slice(second + 1)),
+  };
+}
+
+function decodeHint(k: string, bytes: Buffer): Hint {
+  const [format, bucket, key, obj] = packr.unpack(bytes) as [number, string, string, Uint8Array];
+  if (format !== FORMAT) throw new Error(`unknown hint format ${format} in ${JSON.stringify(k)}`);
+  const { target, createdAt } = parseKey(k);
+  return { target, bucket, key, obj: Buffer.isBuffer(obj) ? obj : Buffer.from(obj), createdAt };
+}
+
+function checkTarget(target: string): void {
+  if (target === '' || target.includes(SEP)) throw new TypeError('hint target must be non-empty without NUL');
+}
+
+const defaultSleep = async (ms: number, signal?: AbortSignal) => {
+  await delay(ms, undefined, signal ? { signal } : undefined);
+};
+
+/**
+ * Hints per target in one key space. Each hint is deleted only after its send resolved, so a crash or a
+ * failed send can deliver a hint twice but never lose one; delivery is a merge, so twice is harmless.
+ * Hints are never coalesced: two hints for one key are both delivered, and the receiver merges them.
+ */
+export class HintQueue {
+  private readonly counts = new Map<string, number>();
+  /** Deliveries and expiry of one target run one at a time, so a hint is deleted (and counted) once. */
+  private readonly locks = new KeyedMutex();
+  /** Deliveries called (queued or running) per target. */
+  private readonly delivering = new Map<string, number>();
+  /** Per target, the earliest time of its next send (virtual scheduling form of the token bucket). */
+  private readonly nextSendAt = new Map<string, number>();
+  private seq = 0;
+  private readonly windowMs: number;
+  private readonly rate: number;
+  private readonly burst: number;
+  private readonly now: () => number;
+  private readonly sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+
+  private constructor(
+    private readonly space: KeySpace,
+    private readonly opts: HintQueueOptions,
+  ) {
+    this.windowMs = opts.windowMs ?? DEFAULT_HINT_WINDOW_MS;
+    this.rate = opts.ratePerSecond ?? DEFAULT_HINT_RATE_PER_SECOND;
+    this.burst = opts.burst ?? 1;
+    this.now = opts.now ?? Date.now;
+    this.sleep = opts.sleep ?? defaultSleep;
+    if (!(this.windowMs > 0)) throw new RangeError('windowMs must be positive');
+    if (!(this.rate > 0) || !Number.isFinite(this.rate))
+      throw new RangeError('ratePerSecond must be positive');
+    if (!(this.burst >= 1)) throw new RangeError('burst must be at least 1');
+  }
+
+  /** Opens the queue over space (e.g. store.keySpace('h:')), counting the hints already in it. */
+  static async open(space: KeySpace, opts: HintQueueOptions = {}): Promise<HintQueue> {
+    const queue = new HintQueue(space, opts);
+    for await (const [k] of space.entries()) {
+      const { target, seq } = parseKey(k);
+      queue.counts.set(target, (queue.counts.get(target) ?? 0) + 1);
+      if (seq >= queue.seq) queue.seq = seq + 1;
+    }
+    return queue;
+  }
+
+  /** Stores a hint; resolves once it is in LevelDB's log. createdAt defaults to now. */
+  async add(hint: Omit<Hint, 'createdAt'> & { createdAt?: number }): Promise<void> {
+    checkTarget(hint.target);
+    const createdAt = hint.createdAt ?? this.now();
+    if (!Number.isSafeInteger(createdAt) || createdAt < 0) {
+      throw new RangeError('hint createdAt must be a non-negative integer of ms');
+    }
+    const k = hintKey(hint.target, createdAt, this.seq++);
+    // Counted before the write lands, so a delivery that sees and deletes it never drives the count below 0.
+    this.counts.set(hint.target, (this.counts.get(hint.target) ?? 0) + 1);
+    try {
+      await this.space.put(k, packr.pack([FORMAT, hint.bucket, hint.key, hint.obj]));
+    } catch (err) {
+      this.forget(hint.target, 1);
+      throw err;
+    }
+  }
+
+  /** Hints queued per target (targets with none are absent). */
+  pending(): Map<string, number> {
+    return new Map(this.counts);
+  }
+
+  /**
+   * Sends target's hints oldest first, at most ratePerSecond, deleting each once send resolves; drops
+   * (without sending) those past the window. Stops at the first failed send, leaving that hint queued.
+   * Hints added meanwhile are sent in the same pass when newer than the last one sent, else in the next.
+   */
+  async deliver(
+    target: string,
+    send: (hint: Hint) => Promise<void>,
+    opts: DeliverOptions = {},
+  ): Promise<DeliveryResult> {
+    checkTarget(target);
+    this.delivering.set(target, (this.delivering.get(target) ?? 0) + 1);
+    try {
+      return await this.locks.run(target, () => this.deliverNow(target, send, opts));
+    } finally {
+      const n = (this.delivering.get(target) ?? 1) - 1;
+      if (n > 0) this.delivering.set(target, n);
+      else this.delivering.delete(target);
+    }
+  }
+
+  /** Drops every hint past the window, for every target; returns how many. */
+  async expire(): Promise<number> {
+    let n = 0;
+    for (const target of [...this.counts.keys()]) {
+      // A running delivery drops expired hints itself; waiting for it could take as long as its sends.
+      if (this.delivering.has(target)) continue;
+      n += await this.locks.run(target, () => this.expireTarget(target));
+    }
+    return n;
+  }
+
+  private async deliverNow(
+    target: string,
+    send: (hint: Hint) => Promise<void>,
+    { maxHints = Number.POSITIVE_INFINITY, signal }: DeliverOptions,
+  ): Promise<DeliveryResult> {
+    const result: DeliveryResult = { delivered: 0, expired: await this.expireTarget(target), failed: false };
+    const range = targetRange(target);
+    let from = range.gte;
+    while (result.delivered < maxHints && !signal?.aborted) {
+      // Read a page at a time, so the iterator is not held open across sends and new hints are seen.
+      const page: Array<[string, Buffer]> = [];
+      for await (const entry of this.space.entries({ gte: from, lt: range.lt, limit: PAGE }))
+        page.push(entry);
+      if (page.length === 0) break;
+      for (const [k, bytes] of page) {
+        const hint = decodeHint(k, bytes);
+        if (!this.isExpired(hint.createdAt)) {
+          if (result.delivered >= maxHints || !(await this.takeTurn(target, signal))) return result;
+        }
+        // Checked again after the wait for the rate limit, which may have outlasted the hint's window.
+        if (this.isExpired(hint.createdAt)) {
+          await this.remove(target, [k]);
+          result.expired++;
+          this.opts.onExpired?.(1);
+        } else {
+          try {
+            await send(hint);
+          } catch (error) {
+            return { ...result, failed: true, error };
+          }
+          await this.remove(target, [k]);
+          result.delivered++;
+          this.opts.onDelivered?.(target, 1);
+        }
+        from = k + SEP;
+      }
+    }
+    return result;
+  }
+
+  /** Deletes target's hints past the window (a prefix of its keys, as they are ordered by createdAt). */
+  private async expireTarget(target: string): Promise<number> {
+    // Expired means now - createdAt > windowMs, i.e. createdAt < cutoff for integer createdAt.
+    const cutoff = Math.ceil(this.now() - this.windowMs);
+    if (cutoff <= 0) return 0;
+    const range = { gte: targetRange(target).gte, lt: `${target}${SEP}${pad(cutoff)}` };
+    let n = 0;
+    for (;;) {
+      const keys: string[] = [];
+      for await (const [k] of this.space.entries({ ...range, limit: EXPIRE_BATCH })) keys.push(k);
+      if (keys.length === 0) break;
+      await this.remove(target, keys);
+      n += keys.length;
+    }
+    if (n > 0) this.opts.onExpired?.(n);
+    return n;
+  }
+
+  private isExpired(createdAt: number): boolean {
+    return this.now() - createdAt > this.windowMs;
+  }
+
+  /**
+   * Waits until target may be sent another hint; false when signal aborted the wait. Waits under 1 ms are
+   * not slept (timers cannot), so high rates are held on average rather than hint by hint.
+   */
+  private async takeTurn(target: string, signal: AbortSignal | undefined): Promise<boolean> {
+    const interval = 1000 / this.rate;
+    const start = this.now();
+    const due = Math.max(this.nextSendAt.get(target) ?? start, start);
+    const wait = due - (this.burst - 1) * interval - start;
+    if (wait >= 1) {
+      try {
+        await this.sleep(Math.ceil(wait), signal);
+      } catch (err) {
+        if (signal?.aborted) return false;
+        throw err;
+      }
+      if (signal?.aborted) return false;
+    }
+    this.nextSendAt.set(target, due + interval);
+    return true;
+  }
+
+  private async remove(target: string, keys: string[]): Promise<void> {
+    const [only] = keys;
+    if (keys.length === 1 && only !== undefined) await this.space.del(only);
+    else await this.space.batch(keys.map((key) => ({ type: 'del' as const, key })));
+    this.forget(target, keys.length);
+  }
+
+  private forget(target: string, n: number): void {
+    const left = (this.counts.get(target) ?? 0) - n;
+    if (left > 0) this.counts.set(target, left);
+    else this.counts.delete(target);
+  }
+}
