@@ -30,6 +30,9 @@ export interface NodeConfig {
   maxSiblings: number;
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
+  hintWindowMs: number;
+  hintRatePerSecond: number;
+  hintDeliveryIntervalMs: number;
   ttlSweepIntervalMs: number;
   logLevel: string;
 }
@@ -246,6 +249,33 @@ export const SETTINGS: readonly Setting[] = [
     default: 30000,
     min: 100,
     doc: 'How often a node pulls bucket props from a random peer.',
+  },
+  {
+    key: 'hintWindowMs',
+    flag: 'hint-window-ms',
+    env: 'DYNAMO_HINT_WINDOW_MS',
+    kind: 'int',
+    default: 10800000,
+    min: 1000,
+    doc: 'How long a hint for a replica that missed a write is kept (3 h, as Cassandra); older hints are dropped and counted in dynamo_hints_expired_total, and anti-entropy must repair that replica instead.',
+  },
+  {
+    key: 'hintRatePerSecond',
+    flag: 'hint-rate-per-second',
+    env: 'DYNAMO_HINT_RATE_PER_SECOND',
+    kind: 'int',
+    default: 1000,
+    min: 1,
+    doc: 'Hints delivered per second to each returning replica, so a node that comes back is not flooded.',
+  },
+  {
+    key: 'hintDeliveryIntervalMs',
+    flag: 'hint-delivery-interval-ms',
+    env: 'DYNAMO_HINT_DELIVERY_INTERVAL_MS',
+    kind: 'int',
+    default: 1000,
+    min: 10,
+    doc: 'How often a node tries to deliver its pending hints to their replicas.',
   },
   {
     key: 'ttlSweepIntervalMs',

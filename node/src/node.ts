@@ -7,6 +7,7 @@ import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
 import { DynamoError, RemoteError, RequestTimeoutError } from './errors.js';
+import { HintDelivery, HintQueue } from './handoff/index.js';
 import type { Member } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
@@ -60,10 +61,27 @@ export async function startNode(
     }
     return counts;
   };
+  const hints = await HintQueue.open(store.keySpace('h:'), {
+    windowMs: config.hintWindowMs,
+    ratePerSecond: config.hintRatePerSecond,
+    onDelivered: (target, n) => metrics.hintsDelivered.inc({ target }, n),
+    onExpired: (n) => metrics.hintsExpired.inc(n),
+  });
   const metrics = new NodeMetrics(
     config.nodeId,
     { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
     memberCounts,
+    () => {
+      // Every peer shows, at 0 when it has no hints, so a drained queue reads 0 rather than vanishing.
+      const pending = new Map(
+        membership
+          .members()
+          .filter((m) => m.id !== config.nodeId)
+          .map((m) => [m.id, 0]),
+      );
+      for (const [target, n] of hints.pending()) pending.set(target, n);
+      return pending;
+    },
   );
   const replica = new Replica(store, props, {
     self: config.nodeId,
@@ -120,7 +138,23 @@ export async function startNode(
     call,
     log,
     onReadRepair: (n) => metrics.readRepairs.inc(n),
+    onReplicaMissed: (target, bucket, key, obj) => {
+      hints.add({ target, bucket, key, obj }).then(
+        () => metrics.hintsStored.inc({ target }),
+        (err) => log.error({ err, target }, 'could not store a hint; anti-entropy must repair this replica'),
+      );
+    },
   });
+  const handoff = new HintDelivery(
+    hints,
+    (target, hint) => {
+      const lww = props.get(hint.bucket).conflict === 'lww';
+      const req: ReplicaRequest = { op: 'merge', b: hint.bucket, k: hint.key, obj: hint.obj, lww };
+      return transport.request(target, req, config.requestTimeoutMs).then(() => undefined);
+    },
+    log,
+  );
+  handoff.start(config.hintDeliveryIntervalMs);
   const peers = () => membership.members().filter((m) => m.id !== config.nodeId);
 
   async function setProps(stamped: StampedProps): Promise<void> {
@@ -205,6 +239,7 @@ export async function startNode(
     async close() {
       ready = false;
       clearInterval(propsTimer);
+      await handoff.stop();
       await sweeper.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();

@@ -17,6 +17,8 @@ import { type Clock, join, type Sibling, values } from '../../node/src/version/i
 
 interface TestNode {
   id: string;
+  /** Replicas this node, as coordinator, reported as having missed a write. */
+  missed: string[];
   store: ObjectStore;
   props: BucketPropsTable;
   coordinator: Coordinator;
@@ -47,7 +49,14 @@ async function cluster(
     });
     const transport = net.transport(id);
     await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
-    const node: TestNode = { id, store, props, repairs: 0, coordinator: undefined as unknown as Coordinator };
+    const node: TestNode = {
+      id,
+      store,
+      props,
+      repairs: 0,
+      missed: [],
+      coordinator: undefined as unknown as Coordinator,
+    };
     node.coordinator = new Coordinator({
       membership: new StaticMembership(id, 'test', members),
       props,
@@ -56,6 +65,9 @@ async function cluster(
       log: pino({ level: 'silent' }),
       onReadRepair: (count) => {
         node.repairs += count;
+      },
+      onReplicaMissed: (peer) => {
+        node.missed.push(peer);
       },
     });
     nodes[id] = node;
@@ -219,5 +231,15 @@ describe('Coordinator', () => {
     // Resolving with the context is always allowed and brings the count down.
     await nodes.d!.coordinator.put('b', key, sib('resolved'), { ...write, context: join(stored!) });
     expect(texts(await nodes.a!.coordinator.get('b', key, { ...read, r: 3 }))).toEqual(['resolved']);
+  });
+
+  it('reports each replica that missed a write, for hinted handoff, and none when all took it', async () => {
+    const { net, nodes } = await cluster(['a', 'b', 'c']);
+    await nodes.a!.coordinator.put('b', 'k1', sib('v'), { ...write, w: 3 });
+    expect(nodes.a!.missed).toEqual([]);
+    net.setDown('c', true);
+    await nodes.a!.coordinator.put('b', 'k2', sib('v'), write);
+    await eventually(async () => nodes.a!.missed.length === 1, 'miss reported');
+    expect(nodes.a!.missed).toEqual(['c']);
   });
 });

@@ -23,6 +23,11 @@ export interface CoordinatorDeps {
   log: Logger;
   /** Called with the number of replicas a read repaired. */
   onReadRepair?: (replicas: number) => void;
+  /**
+   * Called for each replica of the key that did not take a write (down, refused or timed out), with the
+   * object it should receive: hinted handoff delivers it when the replica is back.
+   */
+  onReplicaMissed?: (peer: string, bucket: string, key: string, obj: Buffer) => void;
 }
 
 export interface ReadOptions {
@@ -105,18 +110,19 @@ export class Coordinator {
       }
     }
     if (!first) throw new QuorumNotMetError('put', opts.w, 0, reasons);
-    const merge: ReplicaRequest = {
-      op: 'merge',
-      b: bucket,
-      k: key,
-      obj: first.reply.obj,
-      lww: isLww,
-      rid: opts.rid,
-    };
+    const obj = first.reply.obj;
+    const merge: ReplicaRequest = { op: 'merge', b: bucket, k: key, obj, lww: isLww, rid: opts.rid };
+    const missed = (peer: string) => this.deps.onReplicaMissed?.(peer, bucket, key, obj);
+    // Replicas tried before the one that coordinated the write did not take it.
+    for (const peer of order.slice(0, order.indexOf(first.peer))) missed(peer);
     const others = pref.filter((p) => p !== first.peer);
     const calls = others.map((peer): [string, Promise<unknown>] => [
       peer,
-      this.deps.call(peer, merge, remaining()),
+      this.deps.call(peer, merge, remaining()).catch((err: Error) => {
+        // A timed-out replica may have applied the merge; a hint is harmless then (merging is idempotent).
+        missed(peer);
+        throw err;
+      }),
     ]);
     try {
       await awaitQuorum('put', calls, opts.w - 1).quorum;

@@ -11,6 +11,9 @@ export interface StorageStats {
   bytes(): Promise<number>;
 }
 
+/** Hints waiting per target replica, read at scrape time. */
+export type PendingHints = () => Map<string, number>;
+
 /** Member counts by state, read at scrape time. */
 export type MemberCounts = () => Record<string, number>;
 
@@ -28,8 +31,11 @@ export class NodeMetrics {
   readonly peerErrors: Counter<'peer' | 'kind'>;
   readonly expiredPurged: Counter;
   readonly siblingLimitRejections: Counter;
+  readonly hintsDelivered: Counter<'target'>;
+  readonly hintsExpired: Counter;
+  readonly hintsStored: Counter<'target'>;
 
-  constructor(node: string, storage: StorageStats, members: MemberCounts) {
+  constructor(node: string, storage: StorageStats, members: MemberCounts, hints: PendingHints) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     // Gauges whose names end in _total break Prometheus naming rules (promtool flags them); the same
@@ -94,6 +100,33 @@ export class NodeMetrics {
       name: 'dynamo_sibling_limit_rejections_total',
       help: 'Client writes refused (409) because they would leave more siblings than --max-siblings.',
       registers,
+    });
+    this.hintsStored = new Counter({
+      name: 'dynamo_hints_stored_total',
+      help: 'Hints stored by this node for replicas that missed a write, by target replica.',
+      labelNames: ['target'],
+      registers,
+    });
+    this.hintsDelivered = new Counter({
+      name: 'dynamo_hints_delivered_total',
+      help: 'Hints delivered by this node to their replica, by target replica.',
+      labelNames: ['target'],
+      registers,
+    });
+    this.hintsExpired = new Counter({
+      name: 'dynamo_hints_expired_total',
+      help: 'Hints dropped undelivered after the hint window.',
+      registers,
+    });
+    new Gauge({
+      name: 'dynamo_hints_pending',
+      help: 'Hints this node holds for replicas that missed writes, by target replica.',
+      labelNames: ['target'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [target, count] of hints()) this.set({ target }, count);
+      },
     });
     new Gauge({
       name: 'dynamo_members',
