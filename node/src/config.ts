@@ -16,6 +16,9 @@ export interface NodeConfig {
   advertiseAddress: string;
   advertiseHttp: string;
   members: string;
+  seeds: string;
+  gossipIntervalMs: number;
+  phiThreshold: number;
   clusterFile: string;
   tokens: number;
   rack: string;
@@ -127,6 +130,32 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: 'Static membership: comma-separated id=host:port of every node, this one included. Empty: a one-node cluster.',
+  },
+  {
+    key: 'seeds',
+    flag: 'seeds',
+    env: 'DYNAMO_SEEDS',
+    kind: 'string',
+    default: '',
+    doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through; a seed lists itself to bootstrap a new cluster. Excludes --members.',
+  },
+  {
+    key: 'gossipIntervalMs',
+    flag: 'gossip-interval-ms',
+    env: 'DYNAMO_GOSSIP_INTERVAL_MS',
+    kind: 'int',
+    default: 1000,
+    min: 10,
+    doc: 'How often a node gossips with a random member (and bumps its own heartbeat).',
+  },
+  {
+    key: 'phiThreshold',
+    flag: 'phi-threshold',
+    env: 'DYNAMO_PHI_THRESHOLD',
+    kind: 'int',
+    default: 8,
+    min: 1,
+    doc: 'phi-accrual suspicion level above which a member is marked down (8, as Cassandra); it stays in the ring and its writes become hints.',
   },
   {
     key: 'clusterFile',

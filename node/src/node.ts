@@ -6,9 +6,10 @@ import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
-import { DynamoError, RemoteError, RequestTimeoutError } from './errors.js';
+import { DynamoError, InvalidRequestError, RemoteError, RequestTimeoutError } from './errors.js';
 import { HintDelivery, HintQueue } from './handoff/index.js';
-import type { Member } from './membership/membership.js';
+import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
+import type { Member, Membership } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
@@ -38,13 +39,65 @@ function membersOf(config: NodeConfig): Member[] {
   return [self];
 }
 
+/** JSON lines on stdout: ISO time, level name, node id, and the request id where there is one. */
+export function nodeLogger(level: string): Logger {
+  return pino({
+    level,
+    base: undefined,
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label) => ({ level: label }) },
+  });
+}
+
+/** Gossip membership for a node started with --seeds: its own entry, with tokens derived from its id. */
+function gossipMembership(
+  config: NodeConfig,
+  log: Logger,
+  request: (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>,
+): GossipMembership {
+  if (config.members || config.clusterFile) {
+    throw new InvalidRequestError(
+      'invalid_config',
+      '--seeds (gossip) and --members/--cluster-file (static) exclude each other',
+    );
+  }
+  const seeds = config.seeds
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean);
+  return new GossipMembership({
+    self: {
+      id: config.nodeId,
+      address: config.advertiseAddress,
+      http: config.advertiseHttp,
+      tokens: generateTokens(config.nodeId, config.tokens),
+      ...(config.rack ? { rack: config.rack } : {}),
+      status: 'up',
+      // A restart is a new incarnation: its entry replaces the old one whatever the old version was.
+      generation: Date.now(),
+      version: 1,
+    },
+    cluster: config.clusterName,
+    seeds,
+    request,
+    intervalMs: config.gossipIntervalMs,
+    phiThreshold: config.phiThreshold,
+    log,
+  });
+}
+
 /** Starts a node with the given configuration; resolves once it serves requests. */
 export async function startNode(
   config: NodeConfig,
-  log: Logger = pino({ level: config.logLevel }),
+  log: Logger = nodeLogger(config.logLevel),
 ): Promise<RunningNode> {
   log = log.child({ node: config.nodeId });
-  const membership = new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
+  // The transport is made below; gossip only sends once the node has started.
+  const gossip = config.seeds
+    ? gossipMembership(config, log, (peer, body, t) => transport.request(peer, body, t))
+    : undefined;
+  const membership: Membership =
+    gossip ?? new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
   const props = await BucketPropsTable.load(store, {
     n: config.defaultN,
@@ -67,11 +120,11 @@ export async function startNode(
     onDelivered: (target, n) => metrics.hintsDelivered.inc({ target }, n),
     onExpired: (n) => metrics.hintsExpired.inc(n),
   });
-  const metrics = new NodeMetrics(
-    config.nodeId,
-    { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
-    memberCounts,
-    () => {
+  const metrics = new NodeMetrics(config.nodeId, {
+    storage: { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
+    members: memberCounts,
+    phis: () => gossip?.phis() ?? new Map(),
+    hints: () => {
       // Every peer shows, at 0 when it has no hints, so a drained queue reads 0 rather than vanishing.
       const pending = new Map(
         membership
@@ -82,7 +135,7 @@ export async function startNode(
       for (const [target, n] of hints.pending()) pending.set(target, n);
       return pending;
     },
-  );
+  });
   const replica = new Replica(store, props, {
     self: config.nodeId,
     clockMaxEntries: config.clockMaxEntries,
@@ -101,8 +154,12 @@ export async function startNode(
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
   await transport.listen(async (from, body) => {
-    const req = body as ReplicaRequest;
+    const req = body as ReplicaRequest | GossipMessage;
     if (req.op === 'info') return info;
+    if (req.op === 'gossip.syn' || req.op === 'gossip.push') {
+      if (!gossip) throw new InvalidRequestError('not_gossiping', 'this node uses static membership');
+      return gossip.handle(req);
+    }
     try {
       return await replica.handle(req);
     } catch (err) {
@@ -114,6 +171,8 @@ export async function startNode(
   });
   const call = (peer: string, req: ReplicaRequest, timeoutMs: number) => {
     if (peer === config.nodeId) return replica.handle(req);
+    // A member the failure detector holds down fails at once instead of after a timeout.
+    if (membership.state(peer) === 'down') return Promise.reject(markedDown(peer));
     const end = metrics.peerDuration.startTimer({ op: req.op });
     return transport.request(peer, req, timeoutMs).then(
       (reply) => {
@@ -148,6 +207,7 @@ export async function startNode(
   const handoff = new HintDelivery(
     hints,
     (target, hint) => {
+      if (membership.state(target) === 'down') return Promise.reject(markedDown(target));
       const lww = props.get(hint.bucket).conflict === 'lww';
       const req: ReplicaRequest = { op: 'merge', b: hint.bucket, k: hint.key, obj: hint.obj, lww };
       return transport.request(target, req, config.requestTimeoutMs).then(() => undefined);
@@ -215,7 +275,7 @@ export async function startNode(
     log,
     setProps,
     learnPeers: () => learnPeers(500),
-    ready: () => ready,
+    ready: () => ready && (gossip?.hasJoined ?? true),
   };
   const server = createHttpServer(ctx);
   await new Promise<void>((resolve, reject) => {
@@ -226,6 +286,17 @@ export async function startNode(
     });
   });
   ready = true;
+  if (gossip) {
+    try {
+      await gossip.join(config.requestTimeoutMs);
+    } catch (err) {
+      server.close();
+      await transport.close();
+      await store.close();
+      throw err;
+    }
+    gossip.start();
+  }
   const httpPort = (server.address() as AddressInfo).port;
   log.info(
     { httpPort, peerPort: transport.port, members: membership.members().length, dataDir: config.dataDir },
@@ -239,6 +310,7 @@ export async function startNode(
     async close() {
       ready = false;
       clearInterval(propsTimer);
+      gossip?.stop();
       await handoff.stop();
       await sweeper.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -50,10 +50,15 @@ export class TestCluster {
     readonly nodes: TestNode[],
     private readonly root: string,
     private readonly args: string[],
+    private readonly gossip: boolean,
   ) {}
 
   /** Starts `count` nodes with static membership of all of them; resolves when every one is ready. */
-  static async start(count: number, args: string[] = []): Promise<TestCluster> {
+  static async start(
+    count: number,
+    args: string[] = [],
+    options: { gossip?: boolean } = {},
+  ): Promise<TestCluster> {
     if (!existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first (npm test does)`);
     const root = mkdtempSync(join(tmpdir(), 'dynamo-it-'));
     const nodes: TestNode[] = [];
@@ -69,8 +74,12 @@ export class TestCluster {
         output: [],
       });
     }
-    const cluster = new TestCluster(nodes, root, args);
-    await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
+    const cluster = new TestCluster(nodes, root, args, options.gossip ?? false);
+    if (cluster.gossip) {
+      // The first node is the seed and bootstraps the ring; the others join through it.
+      await cluster.startNode(0);
+      await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+    } else await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
     return cluster;
   }
 
@@ -82,7 +91,10 @@ export class TestCluster {
   async startNode(i: number): Promise<void> {
     const node = this.nodes[i]!;
     const members = this.nodes.map((n) => `${n.id}=127.0.0.1:${n.peerPort}`).join(',');
-    const args = [CLI, 'node', '--node-id', node.id, '--members', members, '--data-dir', node.dataDir];
+    const membership = this.gossip
+      ? ['--seeds', `127.0.0.1:${this.nodes[0]!.peerPort}`, '--advertise', `127.0.0.1:${node.peerPort}`]
+      : ['--members', members];
+    const args = [CLI, 'node', '--node-id', node.id, ...membership, '--data-dir', node.dataDir];
     args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', '127.0.0.1', '--peer-port', String(node.peerPort));
     args.push('--tokens', '64', '--log-level', 'warn', ...this.args);

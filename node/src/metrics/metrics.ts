@@ -11,6 +11,15 @@ export interface StorageStats {
   bytes(): Promise<number>;
 }
 
+/** Where gauges read their values at scrape time. */
+export interface MetricSources {
+  storage: StorageStats;
+  members: MemberCounts;
+  hints: PendingHints;
+  /** phi of every other member (empty with static membership). */
+  phis: () => Map<string, number>;
+}
+
 /** Hints waiting per target replica, read at scrape time. */
 export type PendingHints = () => Map<string, number>;
 
@@ -35,7 +44,7 @@ export class NodeMetrics {
   readonly hintsExpired: Counter;
   readonly hintsStored: Counter<'target'>;
 
-  constructor(node: string, storage: StorageStats, members: MemberCounts, hints: PendingHints) {
+  constructor(node: string, { storage, members, hints, phis }: MetricSources) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     // Gauges whose names end in _total break Prometheus naming rules (promtool flags them); the same
@@ -126,6 +135,16 @@ export class NodeMetrics {
       collect() {
         this.reset();
         for (const [target, count] of hints()) this.set({ target }, count);
+      },
+    });
+    new Gauge({
+      name: 'dynamo_member_phi',
+      help: 'phi-accrual suspicion of each other member (gossip membership); above --phi-threshold it is down.',
+      labelNames: ['peer'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [peer, phi] of phis()) this.set({ peer }, phi);
       },
     });
     new Gauge({

@@ -1,0 +1,213 @@
+/**
+ * Gossip membership: the shell around GossipState and the phi-accrual detector. Every interval this node
+ * bumps its heartbeat and does a push-pull exchange of digests with one random live member (and, now and
+ * then, an unreachable member or a seed). Seeds are only contact points: once joined, any member serves.
+ */
+import type { Logger } from 'pino';
+import { InvalidRequestError, PeerUnavailableError } from '../errors.js';
+import { Ring } from '../ring/index.js';
+import { checkCluster, type Digest, GossipState, type MemberEntry } from './gossip-state.js';
+import type { Member, MemberState, Membership } from './membership.js';
+import { PhiAccrualDetector } from './phi.js';
+
+/** Sends a request to a member id, or to a seed address given as `seed:host:port`. */
+export type GossipRequest = (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>;
+
+export type GossipMessage =
+  | { op: 'gossip.syn'; cluster: string; digest: Digest }
+  | { op: 'gossip.push'; cluster: string; entries: MemberEntry[] };
+
+interface SynReply {
+  cluster: string;
+  entries: MemberEntry[];
+  digest: Digest;
+}
+
+export interface GossipOptions {
+  self: MemberEntry;
+  cluster: string;
+  /** Transport addresses (host:port) of seed nodes. */
+  seeds: string[];
+  request: GossipRequest;
+  intervalMs: number;
+  phiThreshold: number;
+  log: Logger;
+  now?: () => number;
+}
+
+/** The address form a seed is requested by. */
+export const seedPeer = (address: string) => `seed:${address}`;
+
+export class GossipMembership implements Membership {
+  readonly self: string;
+  readonly cluster: string;
+  private readonly table: GossipState;
+  private readonly detector: PhiAccrualDetector;
+  private readonly now: () => number;
+  private theRing: Ring;
+  private list: Member[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private joined: boolean;
+
+  constructor(private readonly opts: GossipOptions) {
+    this.self = opts.self.id;
+    this.cluster = opts.cluster;
+    this.now = opts.now ?? Date.now;
+    this.table = new GossipState(opts.cluster, opts.self);
+    this.detector = new PhiAccrualDetector({ threshold: opts.phiThreshold });
+    this.theRing = this.rebuild();
+    // A seed may bootstrap a new cluster alone; any other node is joined once a seed has answered.
+    this.joined = opts.seeds.length === 0 || opts.seeds.includes(opts.self.address);
+  }
+
+  /** Contacts the seeds once: resolves when one answered; rejects when every seed that answered is of another cluster. */
+  async join(timeoutMs: number): Promise<void> {
+    const mismatches: string[] = [];
+    for (const address of this.opts.seeds.filter((a) => a !== this.opts.self.address)) {
+      try {
+        await this.exchange(seedPeer(address), timeoutMs);
+        this.joined = true;
+        return;
+      } catch (err) {
+        const message = (err as Error).message;
+        if (/cluster/.test(message)) mismatches.push(`${address}: ${message}`);
+        else this.opts.log.warn({ seed: address, err: message }, 'seed not reachable');
+      }
+    }
+    if (mismatches.length > 0 && !this.joined) {
+      throw new InvalidRequestError(
+        'cluster_mismatch',
+        `refusing to join: the seeds belong to another cluster than "${this.cluster}" (${mismatches.join('; ')})`,
+      );
+    }
+  }
+
+  /** True once this node has exchanged gossip with the cluster (or bootstraps it). */
+  get hasJoined(): boolean {
+    return this.joined;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.round(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One gossip round: heartbeat, then exchange with a live member, sometimes an unreachable one or a seed. */
+  async round(): Promise<void> {
+    this.table.beat();
+    const others = this.list.filter((m) => m.id !== this.self);
+    const live = others.filter((m) => this.state(m.id) === 'up');
+    const down = others.filter((m) => this.state(m.id) === 'down');
+    const targets: string[] = [];
+    const pick = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)];
+    const peer = pick(live);
+    if (peer) targets.push(peer.id);
+    // Unreachable members are retried now and then so their return is noticed (Cassandra does the same).
+    if (down.length > 0 && Math.random() < down.length / (live.length + 1)) targets.push(pick(down)!.id);
+    const seeds = this.opts.seeds.filter((a) => a !== this.opts.self.address);
+    if (seeds.length > 0 && (live.length === 0 || Math.random() < 0.1)) targets.push(seedPeer(pick(seeds)!));
+    await Promise.allSettled(
+      targets.map((t) =>
+        this.exchange(t, this.opts.intervalMs * 2).then(
+          () => {
+            this.joined = true;
+          },
+          (err) => this.opts.log.debug({ peer: t, err: (err as Error).message }, 'gossip exchange failed'),
+        ),
+      ),
+    );
+  }
+
+  /** Push-pull with one peer: send our digest, merge what it knows newer, push what we know newer. */
+  private async exchange(peer: string, timeoutMs: number): Promise<void> {
+    const syn: GossipMessage = { op: 'gossip.syn', cluster: this.cluster, digest: this.table.digest() };
+    const reply = (await this.opts.request(peer, syn, timeoutMs)) as SynReply;
+    checkCluster(this.cluster, reply.cluster);
+    this.apply(reply.entries);
+    const entries = this.table.delta(reply.digest);
+    if (entries.length > 0) {
+      const push: GossipMessage = { op: 'gossip.push', cluster: this.cluster, entries };
+      await this.opts.request(peer, push, timeoutMs);
+    }
+  }
+
+  /** Answers a peer's gossip message. */
+  handle(msg: GossipMessage): SynReply | { ok: true } {
+    try {
+      checkCluster(this.cluster, msg.cluster);
+    } catch (err) {
+      throw new InvalidRequestError('cluster_mismatch', (err as Error).message);
+    }
+    if (msg.op === 'gossip.push') {
+      this.apply(msg.entries);
+      return { ok: true };
+    }
+    return { cluster: this.cluster, entries: this.table.delta(msg.digest), digest: this.table.digest() };
+  }
+
+  private apply(entries: MemberEntry[]): void {
+    const { changed } = this.table.merge(entries);
+    if (changed.length === 0) return;
+    const now = this.now();
+    // A member's newer version is a heartbeat from it, however many hops the news took.
+    for (const e of changed) if (e.id !== this.self) this.detector.heartbeat(e.id, now);
+    this.theRing = this.rebuild();
+  }
+
+  private rebuild(): Ring {
+    this.list = this.table
+      .members()
+      .filter((e) => e.status !== 'removed' && e.tokens.length > 0)
+      .map((e) => ({
+        id: e.id,
+        address: e.address,
+        tokens: [...e.tokens],
+        ...(e.rack ? { rack: e.rack } : {}),
+        ...(e.http ? { http: e.http } : {}),
+      }));
+    return new Ring(this.list);
+  }
+
+  ring(): Ring {
+    return this.theRing;
+  }
+
+  members(): readonly Member[] {
+    return this.list;
+  }
+
+  address(id: string): string | undefined {
+    if (id.startsWith('seed:')) return id.slice('seed:'.length);
+    return this.table.get(id)?.address;
+  }
+
+  /** Gossiped status, with 'down' when the failure detector no longer hears an up member. */
+  state(id: string): MemberState {
+    const entry = this.table.get(id);
+    if (!entry) return 'removed';
+    if (id !== this.self && entry.status === 'up' && !this.detector.isAvailable(id, this.now()))
+      return 'down';
+    return entry.status;
+  }
+
+  /** phi of every other member, for dynamo_member_phi. */
+  phis(): Map<string, number> {
+    const now = this.now();
+    return new Map(
+      this.list.filter((m) => m.id !== this.self).map((m) => [m.id, this.detector.phi(m.id, now)]),
+    );
+  }
+
+  learnHttp(id: string, url: string): void {
+    if (id === this.self) this.table.updateSelf({ http: url });
+  }
+}
+
+/** The error a down member's requests fail with, without waiting for a timeout. */
+export function markedDown(peer: string): PeerUnavailableError {
+  return new PeerUnavailableError(peer, 'marked down by the failure detector');
+}

@@ -1,0 +1,132 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI, freePort, TestCluster, waitFor } from './harness.js';
+
+interface RingView {
+  members: Array<{ id: string; state: string; http: string | null }>;
+}
+
+const ring = async (url: string) => (await (await fetch(`${url}/admin/ring`)).json()) as RingView;
+const states = async (url: string) =>
+  Object.fromEntries((await ring(url)).members.map((m) => [m.id, m.state])) as Record<string, string>;
+
+async function metric(url: string, line: RegExp): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const found = text.split('\n').find((l) => line.test(l));
+  return found ? Number(found.split(' ').pop()) : Number.NaN;
+}
+
+const FAST = ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200'];
+
+describe('gossip membership', () => {
+  let c: TestCluster | undefined;
+  afterEach(async () => {
+    await c?.stop();
+    c = undefined;
+  });
+
+  it('joins nodes through one seed and converges on the same ring everywhere', async () => {
+    c = await TestCluster.start(3, FAST, { gossip: true });
+    for (let i = 0; i < 3; i++) {
+      await waitFor(`n${i + 1} sees all three up`, async () => {
+        const s = await states(c!.url(i));
+        return s.n1 === 'up' && s.n2 === 'up' && s.n3 === 'up';
+      });
+    }
+    // The ring view carries every member's HTTP URL, learned through gossip.
+    expect((await ring(c.url(2))).members.map((m) => m.http).sort()).toEqual(
+      c.nodes.map((n) => n.url).sort(),
+    );
+    const w = await fetch(`${c.url(2)}/buckets/g/keys/k?w=all`, { method: 'PUT', body: 'everywhere' });
+    expect(w.status).toBe(204);
+    expect(await (await fetch(`${c.url(0)}/buckets/g/keys/k?r=all`)).text()).toBe('everywhere');
+  });
+
+  it('refuses a node whose seeds belong to a cluster of another name, and the cluster does not change', async () => {
+    c = await TestCluster.start(2, FAST, { gossip: true });
+    const dir = mkdtempSync(join(tmpdir(), 'dynamo-stranger-'));
+    try {
+      const [http, peer] = [await freePort(), await freePort()];
+      const stranger = spawn(
+        process.execPath,
+        [
+          CLI,
+          'node',
+          '--node-id',
+          'stranger',
+          '--cluster-name',
+          'other',
+          '--data-dir',
+          dir,
+          '--seeds',
+          `127.0.0.1:${c.nodes[0]!.peerPort}`,
+          '--advertise',
+          `127.0.0.1:${peer}`,
+          '--http-host',
+          '127.0.0.1',
+          '--http-port',
+          String(http),
+          '--peer-host',
+          '127.0.0.1',
+          '--peer-port',
+          String(peer),
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let output = '';
+      stranger.stdout.on('data', (b) => (output += b));
+      stranger.stderr.on('data', (b) => (output += b));
+      const code = await new Promise<number | null>((r) => stranger.once('exit', r));
+      expect(code).not.toBe(0);
+      expect(output).toMatch(/another cluster/);
+      expect(output).toMatch(/dynamo/); // names the cluster it found
+      expect(Object.keys(await states(c.url(0))).sort()).toEqual(['n1', 'n2']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('marks a SIGSTOPped node down, routes around it with hints, and brings it back up caught up', async () => {
+    c = await TestCluster.start(3, FAST, { gossip: true });
+    await waitFor('all up', async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'));
+    const paused = c.nodes[2]!.proc!;
+    paused.kill('SIGSTOP');
+    try {
+      const stopped = Date.now();
+      await waitFor('n3 marked down', async () => (await states(c!.url(0))).n3 === 'down', 20_000);
+      const detectSeconds = (Date.now() - stopped) / 1000;
+      expect(await metric(c.url(0), /^dynamo_member_phi\{.*peer="n3"/)).toBeGreaterThanOrEqual(8);
+      expect(await metric(c.url(0), /^dynamo_members\{.*state="down"/)).toBe(1);
+
+      // Writes go on without waiting for the paused node; what it misses becomes hints.
+      const started = Date.now();
+      for (let i = 0; i < 50; i++) {
+        expect(
+          (await fetch(`${c.url(0)}/buckets/g/keys/p${i}?w=2`, { method: 'PUT', body: `p${i}` })).status,
+        ).toBe(204);
+      }
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(await metric(c.url(0), /^dynamo_hints_pending\{.*target="n3"/)).toBe(50);
+
+      paused.kill('SIGCONT');
+      const resumed = Date.now();
+      await waitFor('n3 up again', async () => (await states(c!.url(0))).n3 === 'up', 20_000);
+      await waitFor(
+        'hints delivered',
+        async () => (await metric(c!.url(0), /^dynamo_hints_pending\{.*target="n3"/)) === 0,
+      );
+      console.log(
+        `gossip: SIGSTOP detected in ${detectSeconds.toFixed(1)} s; up again and caught up ${((Date.now() - resumed) / 1000).toFixed(1)} s after SIGCONT`,
+      );
+    } finally {
+      paused.kill('SIGCONT');
+    }
+    await c.kill(0);
+    await c.kill(1);
+    for (let i = 0; i < 50; i++)
+      expect(await (await fetch(`${c.url(2)}/buckets/g/keys/p${i}?r=1`)).text()).toBe(`p${i}`);
+  }, 90_000);
+});
