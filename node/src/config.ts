@@ -34,6 +34,8 @@ export interface NodeConfig {
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
   hintWindowMs: number;
+  antiEntropyIntervalMs: number;
+  merkleDepth: number;
   hintRatePerSecond: number;
   hintDeliveryIntervalMs: number;
   ttlSweepIntervalMs: number;
@@ -278,6 +280,25 @@ export const SETTINGS: readonly Setting[] = [
     default: 30000,
     min: 100,
     doc: 'How often a node pulls bucket props from a random peer.',
+  },
+  {
+    key: 'antiEntropyIntervalMs',
+    flag: 'anti-entropy-interval-ms',
+    env: 'DYNAMO_ANTI_ENTROPY_INTERVAL_MS',
+    kind: 'int',
+    default: 30000,
+    min: 10,
+    doc: 'How often a node compares its Merkle trees with one other replica (round robin) and repairs the keys that differ.',
+  },
+  {
+    key: 'merkleDepth',
+    flag: 'merkle-depth',
+    env: 'DYNAMO_MERKLE_DEPTH',
+    kind: 'int',
+    default: 10,
+    min: 1,
+    max: 16,
+    doc: 'Depth of the Merkle trees (2^depth leaves): deeper trees move fewer keys per difference but exchange more levels.',
   },
   {
     key: 'hintWindowMs',

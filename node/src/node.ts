@@ -12,6 +12,7 @@ import { GossipMembership, type GossipMessage, markedDown } from './membership/g
 import type { Member, Membership } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
+import { AntiEntropy, type AntiEntropyRequest } from './repair/index.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
 import type { InfoReply, ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
@@ -154,8 +155,10 @@ export async function startNode(
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
   await transport.listen(async (from, body) => {
-    const req = body as ReplicaRequest | GossipMessage;
+    const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest;
     if (req.op === 'info') return info;
+    if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys')
+      return antiEntropy.handle(req);
     if (req.op === 'gossip.syn' || req.op === 'gossip.push') {
       if (!gossip) throw new InvalidRequestError('not_gossiping', 'this node uses static membership');
       return gossip.handle(req);
@@ -204,6 +207,29 @@ export async function startNode(
       );
     },
   });
+  const antiEntropy = new AntiEntropy({
+    self: config.nodeId,
+    membership,
+    props,
+    store,
+    request: (peer, req, timeoutMs) =>
+      membership.state(peer) === 'down'
+        ? Promise.reject(markedDown(peer))
+        : transport.request(peer, req, timeoutMs),
+    mergeLocal: (req) => replica.handle(req),
+    depth: config.merkleDepth,
+    timeoutMs: config.requestTimeoutMs,
+    log,
+    onExchange: (peer, divergent, repaired, bytes) => {
+      metrics.merkleDivergent.set({ peer }, divergent);
+      metrics.merkleLastExchange.set({ peer }, Date.now() / 1000);
+      metrics.merkleKeysRepaired.inc(repaired);
+      metrics.merkleBytes.inc(bytes);
+      if (repaired > 0) log.info({ peer, divergent, repaired, bytes }, 'anti-entropy repaired keys');
+    },
+  });
+  await antiEntropy.rebuild();
+  antiEntropy.start(config.antiEntropyIntervalMs);
   const handoff = new HintDelivery(
     hints,
     (target, hint) => {
@@ -311,6 +337,7 @@ export async function startNode(
       ready = false;
       clearInterval(propsTimer);
       gossip?.stop();
+      antiEntropy.stop();
       await handoff.stop();
       await sweeper.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -152,7 +152,7 @@ describe('the Grafana dashboard on a real Prometheus', () => {
   beforeAll(async () => {
     requireBinary('prometheus');
     requireBinary('promtool');
-    cluster = await TestCluster.start(3);
+    cluster = await TestCluster.start(3, ['--anti-entropy-interval-ms', '300']);
     prometheus = new Prometheus(await freePort());
     const targets = cluster.nodes.map((n) => `127.0.0.1:${n.httpPort}`);
     await prometheus.start(targets);

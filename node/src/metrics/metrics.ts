@@ -43,6 +43,10 @@ export class NodeMetrics {
   readonly hintsDelivered: Counter<'target'>;
   readonly hintsExpired: Counter;
   readonly hintsStored: Counter<'target'>;
+  readonly merkleDivergent: Gauge<'peer'>;
+  readonly merkleLastExchange: Gauge<'peer'>;
+  readonly merkleKeysRepaired: Counter;
+  readonly merkleBytes: Counter;
 
   constructor(node: string, { storage, members, hints, phis }: MetricSources) {
     this.registry.setDefaultLabels({ node });
@@ -136,6 +140,28 @@ export class NodeMetrics {
         this.reset();
         for (const [target, count] of hints()) this.set({ target }, count);
       },
+    });
+    this.merkleDivergent = new Gauge({
+      name: 'dynamo_merkle_divergent_ranges',
+      help: 'Merkle leaves (key ranges) that differed from the peer in the last anti-entropy exchange.',
+      labelNames: ['peer'],
+      registers,
+    });
+    this.merkleLastExchange = new Gauge({
+      name: 'dynamo_merkle_last_exchange_timestamp_seconds',
+      help: 'When this node last completed an anti-entropy exchange with the peer.',
+      labelNames: ['peer'],
+      registers,
+    });
+    this.merkleKeysRepaired = new Counter({
+      name: 'dynamo_merkle_keys_repaired_total',
+      help: 'Keys found different by anti-entropy and merged between the replicas.',
+      registers,
+    });
+    this.merkleBytes = new Counter({
+      name: 'dynamo_merkle_bytes_transferred_total',
+      help: 'Object bytes anti-entropy sent to or fetched from peers.',
+      registers,
     });
     new Gauge({
       name: 'dynamo_member_phi',

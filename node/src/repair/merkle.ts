@@ -383,28 +383,46 @@ export function compareLevelByLevel(
   if (remoteRoot?.equals(local.rootHash())) return [];
   let differing = [0];
   for (let d = 0; d < local.depth && differing.length > 0; d++) {
-    const replies = askRemote(d, [...differing]);
-    if (!Array.isArray(replies) || replies.length !== differing.length) {
-      throw new Error(
-        `merkle: remote answered ${Array.isArray(replies) ? replies.length : 'no'} replies for ${differing.length} nodes at depth ${d}`,
-      );
-    }
-    const next: number[] = [];
-    differing.forEach((i, k) => {
-      const theirs = replies[k];
-      if (
-        !Array.isArray(theirs) ||
-        theirs.length !== 2 ||
-        !theirs.every((h) => Buffer.isBuffer(h) && h.length === HASH_BYTES)
-      ) {
-        throw new Error(`merkle: remote sent malformed children for node ${i} at depth ${d}`);
-      }
-      const ours = local.childrenOf(d, i);
-      for (let c = 0; c < 2; c++) {
-        if (!(ours[c] as Buffer).equals(theirs[c] as Buffer)) next.push(2 * i + c);
-      }
-    });
-    differing = next;
+    differing = differingChildren(local, d, differing, askRemote(d, [...differing]));
   }
   return differing;
+}
+
+/** compareLevelByLevel over a network: askRemote may be asynchronous (one round trip per depth). */
+export async function compareLevelByLevelAsync(
+  local: MerkleTree,
+  askRemote: (d: number, indices: number[]) => Promise<Buffer[][]>,
+  remoteRoot?: Buffer,
+): Promise<number[]> {
+  if (remoteRoot?.equals(local.rootHash())) return [];
+  let differing = [0];
+  for (let d = 0; d < local.depth && differing.length > 0; d++) {
+    differing = differingChildren(local, d, differing, await askRemote(d, [...differing]));
+  }
+  return differing;
+}
+
+/** One round of the exchange: the children (at depth d+1) of the differing nodes whose hashes disagree. */
+function differingChildren(local: MerkleTree, d: number, differing: number[], replies: Buffer[][]): number[] {
+  if (!Array.isArray(replies) || replies.length !== differing.length) {
+    throw new Error(
+      `merkle: remote answered ${Array.isArray(replies) ? replies.length : 'no'} replies for ${differing.length} nodes at depth ${d}`,
+    );
+  }
+  const next: number[] = [];
+  differing.forEach((i, k) => {
+    const theirs = replies[k];
+    if (
+      !Array.isArray(theirs) ||
+      theirs.length !== 2 ||
+      !theirs.every((h) => Buffer.isBuffer(h) && h.length === HASH_BYTES)
+    ) {
+      throw new Error(`merkle: remote sent malformed children for node ${i} at depth ${d}`);
+    }
+    const ours = local.childrenOf(d, i);
+    for (let c = 0; c < 2; c++) {
+      if (!(ours[c] as Buffer).equals(theirs[c] as Buffer)) next.push(2 * i + c);
+    }
+  });
+  return next;
 }

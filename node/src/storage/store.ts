@@ -21,6 +21,9 @@ export interface KeySpace {
   entries(range?: { gte?: string; lt?: string; limit?: number }): AsyncGenerator<[string, Buffer]>;
 }
 
+/** Told of each object write: the object before (undefined when new) and after. */
+export type WriteListener = (bucket: string, key: string, before: Clock | undefined, after: Clock) => void;
+
 export interface StoreOptions {
   /** fsync each write before it is acknowledged. */
   syncWrites: boolean;
@@ -33,6 +36,7 @@ const objectKey = (bucket: string, key: string) => `${OBJECTS}${bucket}\u0000${k
 
 export class ObjectStore {
   private readonly locks = new KeyedMutex();
+  private readonly writeListeners: WriteListener[] = [];
   private readonly writes: WriteBatcher;
   private keys = 0;
 
@@ -77,6 +81,11 @@ export class ObjectStore {
     return this.mutate(bucket, key, fn) as Promise<Clock>;
   }
 
+  /** Calls listener after every durable object write (e.g. to keep Merkle trees up to date). */
+  onWrite(listener: WriteListener): void {
+    this.writeListeners.push(listener);
+  }
+
   /** Like modify, but leaves a key that does not exist alone. */
   async modifyExisting(bucket: string, key: string, fn: (current: Clock) => Clock): Promise<void> {
     await this.mutate(bucket, key, (current) => current && fn(current));
@@ -96,6 +105,7 @@ export class ObjectStore {
       if (next === current || next === undefined) return current;
       await this.writes.put(k, encodeObject(next));
       if (bytes === undefined) this.keys++;
+      for (const listener of this.writeListeners) listener(bucket, key, current, next);
       return next;
     });
   }

@@ -1,0 +1,209 @@
+/**
+ * Merkle-tree anti-entropy. For every other member this node keeps a tree over the keys both replicate
+ * (whole ring, leaves by key position), updated on each write. Every interval it compares one peer's tree
+ * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
+ * differ, by the normal merge in both directions.
+ */
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { BucketPropsTable } from '../buckets/props.js';
+import type { Membership } from '../membership/membership.js';
+import type { GetReply, ReplicaRequest } from '../replica/messages.js';
+import { hashKey, type Ring } from '../ring/index.js';
+import { decodeObject } from '../storage/codec.js';
+import type { ObjectStore } from '../storage/store.js';
+import { type Clock, join, valueCount } from '../version/index.js';
+import { compareLevelByLevelAsync, MerkleTree, type TokenRange } from './merkle.js';
+
+const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
+
+export type AntiEntropyRequest =
+  | { op: 'ae.root'; from: string }
+  | { op: 'ae.children'; from: string; d: number; indices: number[] }
+  | { op: 'ae.keys'; from: string; leaves: number[] };
+
+/** Digest of a version: its causal history and value count (what sameVersion compares). */
+export function versionDigest(c: Clock): Buffer {
+  const h = createHash('sha256');
+  for (const [id, counter] of join(c)) h.update(`${id}:${counter};`);
+  h.update(`#${valueCount(c)}`);
+  return h.digest().subarray(0, 16);
+}
+
+const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;
+
+/** One peer's tree plus the digests of its keys by leaf (to list the keys of a differing leaf). */
+class PeerTree {
+  readonly tree: MerkleTree;
+  readonly leaves = new Map<number, Map<string, Buffer>>();
+
+  constructor(depth: number) {
+    this.tree = new MerkleTree(WHOLE_RING, depth);
+  }
+
+  set(okey: string, position: string, digest: Buffer | undefined): void {
+    const leaf = this.tree.leafIndexOf(position, okey);
+    let keys = this.leaves.get(leaf);
+    const old = keys?.get(okey);
+    this.tree.update(okey, position, old, digest);
+    if (digest) {
+      if (!keys) this.leaves.set(leaf, (keys = new Map()));
+      keys.set(okey, digest);
+    } else keys?.delete(okey);
+  }
+}
+
+export interface AntiEntropyOptions {
+  self: string;
+  membership: Membership;
+  props: BucketPropsTable;
+  store: ObjectStore;
+  /** Sends a replica or anti-entropy request to a peer. */
+  request: (peer: string, req: ReplicaRequest | AntiEntropyRequest, timeoutMs: number) => Promise<unknown>;
+  /** Applies a merge to this node's own replica. */
+  mergeLocal: (req: ReplicaRequest) => Promise<unknown>;
+  depth: number;
+  timeoutMs: number;
+  log: Logger;
+  onExchange?: (peer: string, divergentLeaves: number, keysRepaired: number, bytes: number) => void;
+}
+
+export class AntiEntropy {
+  private trees = new Map<string, PeerTree>();
+  private ring: Ring | undefined;
+  private building: Promise<void> | undefined;
+  private pendingWrites: Array<[string, string, Clock]> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private turn = 0;
+  private exchanging = false;
+
+  constructor(private readonly opts: AntiEntropyOptions) {
+    opts.store.onWrite((bucket, key, _before, after) => this.onWrite(bucket, key, after));
+  }
+
+  /** Builds the trees from the store (again when the ring changed). */
+  rebuild(): Promise<void> {
+    this.building ??= this.build().finally(() => {
+      this.building = undefined;
+    });
+    return this.building;
+  }
+
+  private async build(): Promise<void> {
+    const ring = this.opts.membership.ring();
+    this.pendingWrites = [];
+    const trees = new Map<string, PeerTree>();
+    for await (const [bucket, key, bytes] of this.opts.store.scan()) {
+      this.add(trees, ring, bucket, key, decodeObject(bytes));
+    }
+    // Writes during the scan are applied on top, so the new trees miss nothing.
+    for (const [bucket, key, after] of this.pendingWrites) this.add(trees, ring, bucket, key, after);
+    this.pendingWrites = undefined;
+    this.trees = trees;
+    this.ring = ring;
+  }
+
+  private add(trees: Map<string, PeerTree>, ring: Ring, bucket: string, key: string, c: Clock): void {
+    const position = hashKey(bucket, key);
+    const pref = ring.preferenceList(position, this.opts.props.get(bucket).n);
+    if (!pref.includes(this.opts.self)) return;
+    const digest = versionDigest(c);
+    for (const peer of pref) {
+      if (peer === this.opts.self) continue;
+      let t = trees.get(peer);
+      if (!t) trees.set(peer, (t = new PeerTree(this.opts.depth)));
+      t.set(objectKey(bucket, key), position, digest);
+    }
+  }
+
+  private onWrite(bucket: string, key: string, after: Clock): void {
+    if (this.pendingWrites) this.pendingWrites.push([bucket, key, after]);
+    else if (this.ring) this.add(this.trees, this.ring, bucket, key, after);
+  }
+
+  /** Answers a peer's anti-entropy request about its tree here. */
+  handle(req: AntiEntropyRequest): unknown {
+    const t = this.trees.get(req.from) ?? new PeerTree(this.opts.depth);
+    if (req.op === 'ae.root') return { root: t.tree.rootHash() };
+    if (req.op === 'ae.children') return { children: req.indices.map((i) => t.tree.childrenOf(req.d, i)) };
+    const keys: Array<[string, Buffer]> = [];
+    for (const leaf of req.leaves) for (const entry of t.leaves.get(leaf) ?? []) keys.push(entry);
+    return { keys };
+  }
+
+  start(intervalMs: number): void {
+    this.timer = setInterval(() => void this.tick(), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Exchanges with the next up peer, round robin. */
+  async tick(): Promise<void> {
+    if (this.exchanging) return;
+    const peers = this.opts.membership
+      .members()
+      .map((m) => m.id)
+      .filter((id) => id !== this.opts.self && this.opts.membership.state(id) === 'up');
+    const peer = peers[this.turn++ % Math.max(peers.length, 1)];
+    if (!peer) return;
+    this.exchanging = true;
+    try {
+      await this.exchange(peer);
+    } catch (err) {
+      this.opts.log.debug({ peer, err: (err as Error).message }, 'anti-entropy exchange failed');
+    } finally {
+      this.exchanging = false;
+    }
+  }
+
+  /** One exchange with a peer; resolves with the number of keys repaired. */
+  async exchange(peer: string): Promise<number> {
+    if (this.opts.membership.ring() !== this.ring) await this.rebuild();
+    const { self, timeoutMs } = this.opts;
+    const ask = (req: AntiEntropyRequest) => this.opts.request(peer, req, timeoutMs);
+    const local = this.trees.get(peer) ?? new PeerTree(this.opts.depth);
+    const { root } = (await ask({ op: 'ae.root', from: self })) as { root: Buffer };
+    const leaves = await compareLevelByLevelAsync(
+      local.tree,
+      async (d, indices) =>
+        ((await ask({ op: 'ae.children', from: self, d, indices })) as { children: Buffer[][] }).children,
+      root,
+    );
+    let repaired = 0;
+    let bytes = 0;
+    if (leaves.length > 0) {
+      const { keys } = (await ask({ op: 'ae.keys', from: self, leaves })) as {
+        keys: Array<[string, Buffer]>;
+      };
+      const theirs = new Map(keys);
+      const ours = new Map<string, Buffer>();
+      for (const leaf of leaves) for (const [k, d] of local.leaves.get(leaf) ?? []) ours.set(k, d);
+      const differing = new Set<string>();
+      for (const [k, d] of ours) if (!theirs.get(k)?.equals(d)) differing.add(k);
+      for (const [k, d] of theirs) if (!ours.get(k)?.equals(d)) differing.add(k);
+      for (const okey of differing) {
+        const nul = okey.indexOf('\u0000');
+        const [b, k] = [okey.slice(0, nul), okey.slice(nul + 1)];
+        const lww = this.opts.props.get(b).conflict === 'lww';
+        const mine = this.opts.store.getRaw(b, k);
+        if (mine && ours.has(okey)) {
+          await this.opts.request(peer, { op: 'merge', b, k, obj: mine, lww }, timeoutMs);
+          bytes += mine.length;
+        }
+        if (theirs.has(okey)) {
+          const { obj } = (await this.opts.request(peer, { op: 'get', b, k }, timeoutMs)) as GetReply;
+          if (obj) {
+            await this.opts.mergeLocal({ op: 'merge', b, k, obj, lww });
+            bytes += obj.length;
+          }
+        }
+        repaired++;
+      }
+    }
+    this.opts.onExchange?.(peer, leaves.length, repaired, bytes);
+    return repaired;
+  }
+}
