@@ -47,7 +47,10 @@ class PeerTree {
     const old = keys?.get(okey);
     this.tree.update(okey, position, old, digest);
     if (digest) {
-      if (!keys) this.leaves.set(leaf, (keys = new Map()));
+      if (!keys) {
+        keys = new Map();
+        this.leaves.set(leaf, keys);
+      }
       keys.set(okey, digest);
     } else keys?.delete(okey);
   }
@@ -111,7 +114,10 @@ export class AntiEntropy {
     for (const peer of pref) {
       if (peer === this.opts.self) continue;
       let t = trees.get(peer);
-      if (!t) trees.set(peer, (t = new PeerTree(this.opts.depth)));
+      if (!t) {
+        t = new PeerTree(this.opts.depth);
+        trees.set(peer, t);
+      }
       t.set(objectKey(bucket, key), position, digest);
     }
   }
