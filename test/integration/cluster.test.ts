@@ -143,6 +143,9 @@ describe('a 3-node cluster on loopback', () => {
     expect(await badBucket.json()).toMatchObject({ error: 'invalid_bucket' });
     const badKey = await fetch(`${base}/buckets/b/keys/%E0%A4%A`);
     expect(badKey.status).toBe(400);
+    const staticRemove = await fetch(`${base}/admin/members/n3/remove`, { method: 'POST' });
+    expect(staticRemove.status).toBe(400);
+    expect(await staticRemove.json()).toMatchObject({ error: 'static_membership' });
     const unknown = await fetch(`${base}/nope`);
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: 'not_found' });

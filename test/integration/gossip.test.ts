@@ -129,4 +129,30 @@ describe('gossip membership', () => {
     for (let i = 0; i < 50; i++)
       expect(await (await fetch(`${c.url(2)}/buckets/g/keys/p${i}?r=1`)).text()).toBe(`p${i}`);
   }, 90_000);
+
+  it('removes a dead member only by the admin action, and only once it is down', async () => {
+    c = await TestCluster.start(3, FAST, { gossip: true });
+    await waitFor('all up', async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'));
+    const remove = (id: string) => fetch(`${c!.url(0)}/admin/members/${id}/remove`, { method: 'POST' });
+    const refused = await remove('n3');
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ error: 'member_not_down' });
+
+    await c.kill(2);
+    await waitFor('n3 down', async () => (await states(c!.url(0))).n3 === 'down', 20_000);
+    expect(Object.keys(await states(c.url(1)))).toContain('n3'); // down members stay in the ring
+    const removed = await remove('n3');
+    expect(removed.status).toBe(200);
+    for (const i of [0, 1]) {
+      await waitFor(
+        `n${i + 1} drops n3`,
+        async () =>
+          Object.keys(await states(c!.url(i)))
+            .sort()
+            .join() === 'n1,n2',
+      );
+    }
+    const w = await fetch(`${c.url(1)}/buckets/g/keys/after?w=2`, { method: 'PUT', body: 'two nodes' });
+    expect(w.status).toBe(204);
+  }, 60_000);
 });

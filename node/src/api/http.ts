@@ -78,6 +78,16 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
       const body = await ctx.metrics.registry.metrics();
       res.writeHead(200, { 'Content-Type': ctx.metrics.registry.contentType });
       res.end(body);
+    } else if (
+      parts[0] === 'admin' &&
+      parts[1] === 'members' &&
+      parts[3] === 'remove' &&
+      parts.length === 4
+    ) {
+      if (req.method !== 'POST') throw new MethodNotAllowedError('POST');
+      const id = decodeSegment(parts[2] ?? '', 'key');
+      ctx.membership.remove(id);
+      sendJson(res, 200, { removed: id });
     } else if (path === '/admin/ring') {
       sendJson(res, 200, await ringView(ctx, q.get('tokens') === 'true'));
     } else {

@@ -202,6 +202,23 @@ export class GossipMembership implements Membership {
     );
   }
 
+  remove(id: string): void {
+    if (id === this.self) throw new InvalidRequestError('cannot_remove_self', 'a node cannot remove itself');
+    const state = this.state(id);
+    if (state === 'removed') throw new InvalidRequestError('not_a_member', `${id} is not a member`);
+    if (state !== 'down') {
+      throw new InvalidRequestError(
+        'member_not_down',
+        `${id} is ${state}: only a member the failure detector holds down can be removed`,
+      );
+    }
+    // The tombstone outranks the dead node's own entry everywhere gossip takes it.
+    this.table.markRemoved(id);
+    this.detector.remove(id);
+    this.theRing = this.rebuild();
+    this.opts.log.warn({ removed: id }, 'member removed from the cluster');
+  }
+
   learnHttp(id: string, url: string): void {
     if (id === this.self) this.table.updateSelf({ http: url });
   }

@@ -25,6 +25,11 @@ export interface Membership {
   /** Transport address of a member, or undefined when unknown. */
   address(id: string): string | undefined;
   state(id: string): MemberState;
+  /**
+   * Removes a member from the cluster for good (the admin "remove node" action). Throws
+   * InvalidRequestError when this membership cannot, or when the member is not down.
+   */
+  remove(id: string): void;
   /** Records the HTTP URL a member advertises (learned from the member itself). */
   learnHttp(id: string, url: string): void;
 }

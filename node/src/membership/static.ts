@@ -97,6 +97,13 @@ export class StaticMembership implements Membership {
     return this.byId.has(id) ? 'up' : 'removed';
   }
 
+  remove(id: string): void {
+    throw new InvalidRequestError(
+      'static_membership',
+      `this cluster uses static membership: restart the nodes without ${id} in --members to remove it`,
+    );
+  }
+
   learnHttp(id: string, url: string): void {
     const member = this.byId.get(id);
     if (member) member.http = url;
