@@ -7,6 +7,7 @@ import {
   inTokenRange,
   type MerkleEntry,
   MerkleTree,
+  pairHash,
   type TokenRange,
 } from '../../node/src/repair/index.js';
 import { hashKey, type Token } from '../../node/src/ring/index.js';
@@ -402,5 +403,20 @@ describe('MerkleTree shape validation', () => {
     const narrow = { start: t('40'), end: toToken(big(t('40')) + 4n) };
     expect(() => new MerkleTree(narrow, 2)).not.toThrow();
     expect(() => new MerkleTree(narrow, 3)).toThrow(/holds 4 positions, fewer than its 8 leaves/);
+  });
+});
+
+describe('whole-ring leaf index fast path', () => {
+  it('puts every position, including exact leaf boundaries, in the same leaf as the BigInt computation', () => {
+    const whole = new MerkleTree({ start: '0'.repeat(32), end: '0'.repeat(32) }, 10);
+    const slow = (p: string) =>
+      Number((((BigInt(`0x${p}`) - 1n + (1n << 128n)) % (1n << 128n)) * 1024n) / (1n << 128n));
+    const boundaries = [0, 1, 511, 512, 1023].map((i) => (BigInt(i) << 118n).toString(16).padStart(32, '0'));
+    const randoms = Array.from({ length: 2000 }, (_, i) =>
+      pairHash(`k${i}`, Buffer.alloc(1)).toString('hex'),
+    );
+    for (const p of [...boundaries, ...randoms, 'f'.repeat(32), `${'0'.repeat(31)}1`]) {
+      expect(whole.leafIndexOf(p), p).toBe(slow(p));
+    }
   });
 });

@@ -4,7 +4,6 @@
  * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
  * differ, by the normal merge in both directions.
  */
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
 import type { Membership } from '../membership/membership.js';
@@ -13,7 +12,7 @@ import { hashKey, type Ring } from '../ring/index.js';
 import { decodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import { type Clock, join, valueCount } from '../version/index.js';
-import { compareLevelByLevelAsync, MerkleTree, type TokenRange } from './merkle.js';
+import { compareLevelByLevelAsync, MerkleTree, pairHash, type TokenRange } from './merkle.js';
 
 const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
 
@@ -22,17 +21,22 @@ export type AntiEntropyRequest =
   | { op: 'ae.children'; from: string; d: number; indices: number[] }
   | { op: 'ae.keys'; from: string; leaves: number[] };
 
-/** Digest of a version: its causal history and value count (what sameVersion compares). */
+/**
+ * What identifies a version for anti-entropy: its causal history and value count (what sameVersion
+ * compares). Not hashed here: it only feeds pairHash, which hashes it with the key.
+ */
 export function versionDigest(c: Clock): Buffer {
-  const h = createHash('sha256');
-  for (const [id, counter] of join(c)) h.update(`${id}:${counter};`);
-  h.update(`#${valueCount(c)}`);
-  return h.digest().subarray(0, 16);
+  let text = '';
+  for (const [id, counter] of join(c)) text += `${id}:${counter};`;
+  return Buffer.from(`${text}#${valueCount(c)}`);
 }
 
 const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;
 
-/** One peer's tree plus the digests of its keys by leaf (to list the keys of a differing leaf). */
+/**
+ * One peer's tree plus, by leaf, each key's pair hash (pairHash(objectKey, versionDigest)), to list the
+ * keys of a differing leaf and to XOR a key's old version out without hashing it again.
+ */
 class PeerTree {
   readonly tree: MerkleTree;
   readonly leaves = new Map<number, Map<string, Buffer>>();
@@ -41,17 +45,18 @@ class PeerTree {
     this.tree = new MerkleTree(WHOLE_RING, depth);
   }
 
-  set(okey: string, position: string, digest: Buffer | undefined): void {
+  set(okey: string, position: string, pair: Buffer | undefined): void {
     const leaf = this.tree.leafIndexOf(position, okey);
     let keys = this.leaves.get(leaf);
     const old = keys?.get(okey);
-    this.tree.update(okey, position, old, digest);
-    if (digest) {
+    if (old && pair && old.equals(pair)) return;
+    this.tree.updateLeaf(leaf, old, pair);
+    if (pair) {
       if (!keys) {
         keys = new Map();
         this.leaves.set(leaf, keys);
       }
-      keys.set(okey, digest);
+      keys.set(okey, pair);
     } else keys?.delete(okey);
   }
 }
@@ -110,7 +115,9 @@ export class AntiEntropy {
     const position = hashKey(bucket, key);
     const pref = ring.preferenceList(position, this.opts.props.get(bucket).n);
     if (!pref.includes(this.opts.self)) return;
-    const digest = versionDigest(c);
+    const okey = objectKey(bucket, key);
+    // One pair hash per write serves every peer's tree.
+    const pair = pairHash(okey, versionDigest(c));
     for (const peer of pref) {
       if (peer === this.opts.self) continue;
       let t = trees.get(peer);
@@ -118,7 +125,7 @@ export class AntiEntropy {
         t = new PeerTree(this.opts.depth);
         trees.set(peer, t);
       }
-      t.set(objectKey(bucket, key), position, digest);
+      t.set(okey, position, pair);
     }
   }
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { isToken, type Token } from '../ring/index.js';
 
 /**
@@ -45,6 +45,7 @@ export interface MerkleEntry {
 }
 
 const RING_SIZE = 1n << 128n;
+const ZERO_TAIL = '0'.repeat(24);
 const ZERO_HASH = Buffer.alloc(HASH_BYTES);
 const MAGIC = Buffer.from('DKMT', 'latin1');
 const FORMAT_VERSION = 1;
@@ -88,9 +89,11 @@ function toToken(value: bigint): Token {
 }
 
 function sha128(...parts: Buffer[]): Buffer {
-  const hash = createHash('sha256');
-  for (const part of parts) hash.update(part);
-  return hash.digest().subarray(0, HASH_BYTES);
+  // One-shot hashing: cheaper than a Hash object, and this runs for every write on every replica.
+  return hash('sha256', parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts), 'buffer').subarray(
+    0,
+    HASH_BYTES,
+  );
 }
 
 /** The 128-bit hash one (objectKey, versionDigest) pair contributes to its leaf. */
@@ -165,8 +168,21 @@ export class MerkleTree {
   ): void {
     const leaf = this.leafIndexOf(position, objectKey);
     if (oldDigest === newDigest || (oldDigest && newDigest && oldDigest.equals(newDigest))) return;
-    if (oldDigest !== undefined) this.xorLeaf(leaf, pairHash(objectKey, oldDigest));
-    if (newDigest !== undefined) this.xorLeaf(leaf, pairHash(objectKey, newDigest));
+    this.updateLeaf(
+      leaf,
+      oldDigest && pairHash(objectKey, oldDigest),
+      newDigest && pairHash(objectKey, newDigest),
+    );
+  }
+
+  /**
+   * update() for callers that already hold the pair hashes (pairHash(objectKey, digest)) and the leaf:
+   * XORs out the old, XORs in the new. Lets one write's pair hash serve several trees.
+   */
+  updateLeaf(leaf: number, oldPair: Buffer | undefined, newPair: Buffer | undefined): void {
+    this.assertIndex(this.depth, leaf);
+    if (oldPair !== undefined) this.xorLeaf(leaf, oldPair);
+    if (newPair !== undefined) this.xorLeaf(leaf, newPair);
     // Ancestors of a dirty node are already dirty, so the walk stops at the first one.
     for (let d = this.depth - 1, i = leaf >>> 1; d >= 0; d--, i >>>= 1) {
       const flags = this.dirty[d] as Uint8Array;
@@ -185,6 +201,14 @@ export class MerkleTree {
       throw new RangeError(
         `merkle: position ${position}${what} is outside the tree's range ${describeRange(this.range)}`,
       );
+    }
+    // Fast path for a whole-ring tree starting at 0 (what anti-entropy uses, on every write): the leaf of
+    // position p is the top `depth` bits of p - 1, which are p's own top bits unless p's lower bits are
+    // all zero (p sits exactly on a leaf boundary); only that case needs the BigInt arithmetic.
+    if (this.startBig === 0n && this.width === RING_SIZE) {
+      const top = Number.parseInt(position.slice(0, 8), 16);
+      const shift = 32 - this.depth;
+      if ((top & ((1 << shift) - 1)) !== 0 || position.slice(8) !== ZERO_TAIL) return top >>> shift;
     }
     const offset = (toBig(position) - this.startBig - 1n + RING_SIZE) % RING_SIZE;
     return Number((offset * BigInt(this.leafCount)) / this.width);
