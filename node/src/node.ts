@@ -142,6 +142,10 @@ export async function startNode(
     clockMaxEntries: config.clockMaxEntries,
     clockPruneAgeMs: config.clockPruneAgeMs,
     maxSiblings: config.maxSiblings,
+    storeHint: async (hint) => {
+      await hints.add(hint);
+      metrics.hintsStored.inc({ target: hint.target });
+    },
     onSiblingLimit: () => metrics.siblingLimitRejections.inc(),
   });
   const transport = new TcpTransport({

@@ -19,6 +19,8 @@ interface TestNode {
   id: string;
   /** Replicas this node, as coordinator, reported as having missed a write. */
   missed: string[];
+  /** Hints this node keeps as a stand-in for a replica that was down (sloppy quorum). */
+  hints: Array<{ target: string; key: string }>;
   store: ObjectStore;
   props: BucketPropsTable;
   coordinator: Coordinator;
@@ -46,6 +48,9 @@ async function cluster(
       clockMaxEntries: 50,
       clockPruneAgeMs: 60_000,
       maxSiblings: 25,
+      storeHint: async (h) => {
+        nodes[id]!.hints.push({ target: h.target, key: h.key });
+      },
     });
     const transport = net.transport(id);
     await transport.listen((_from, body) => replica.handle(body as ReplicaRequest));
@@ -55,6 +60,7 @@ async function cluster(
       props,
       repairs: 0,
       missed: [],
+      hints: [],
       coordinator: undefined as unknown as Coordinator,
     };
     node.coordinator = new Coordinator({
@@ -241,5 +247,29 @@ describe('Coordinator', () => {
     await nodes.a!.coordinator.put('b', 'k2', sib('v'), write);
     await eventually(async () => nodes.a!.missed.length === 1, 'miss reported');
     expect(nodes.a!.missed).toEqual(['c']);
+  });
+
+  it('stands in for a down replica with the next node clockwise (sloppy), but not in a strict write', async () => {
+    const { net, nodes } = await cluster(['a', 'b', 'c', 'd', 'e'], 3);
+    // A key that a coordinates, with a down replica.
+    let key = '';
+    for (let i = 0; key === ''; i++)
+      if (nodes.a!.coordinator.preferenceList('b', `s${i}`)[0] === 'a') key = `s${i}`;
+    const pref = nodes.a!.coordinator.preferenceList('b', key);
+    const down = pref[2]!;
+    net.setDown(down, true);
+
+    const err = await nodes
+      .a!.coordinator.put('b', key, sib('v'), { ...write, w: 3, strict: true })
+      .catch((e) => e);
+    expect(err).toMatchObject({ needed: 3, got: 2 });
+
+    await nodes.a!.coordinator.put('b', key, sib('v2'), { ...write, w: 3 });
+    const holders = Object.values(nodes).filter((n) =>
+      n.hints.some((h) => h.target === down && h.key === key),
+    );
+    expect(holders).toHaveLength(1);
+    expect(pref).not.toContain(holders[0]!.id); // the stand-in is outside the preference list
+    expect(holders[0]!.id).not.toBe(down);
   });
 });

@@ -13,7 +13,7 @@ import {
 } from '../version/index.js';
 import type { NodeContext } from './node-context.js';
 import { sendEmpty, sendJson } from './respond.js';
-import { parseQuorum, parseTimeout, parseTtl } from './validate.js';
+import { parseFlag, parseQuorum, parseTimeout, parseTtl } from './validate.js';
 
 export const CONTEXT_HEADER = 'x-dynamo-context';
 const MAX_PROPS_BYTES = 64 * 1024;
@@ -134,7 +134,8 @@ export async function putObject(
     deleted,
     expiresAt: ttl > 0 ? now + ttl * 1000 : 0,
   };
-  const stored = await ctx.coordinator.put(bucket, key, sibling, { w, timeoutMs, context, rid });
+  const strict = parseFlag('strict', query.get('strict'));
+  const stored = await ctx.coordinator.put(bucket, key, sibling, { w, timeoutMs, context, rid, strict });
   if (!deleted && query.get('returnbody') === 'true') return sendObject(ctx, res, stored, rid);
   sendEmpty(res, 204, { 'X-Dynamo-Context': encodeContext(join(stored)), 'X-Request-Id': rid });
 }

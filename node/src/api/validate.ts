@@ -78,3 +78,10 @@ export function parseTtl(raw: string | null, fallback: number, max: number): num
   }
   return v;
 }
+
+/** Parses a true/false query flag; absent is false. */
+export function parseFlag(name: string, raw: string | null): boolean {
+  if (raw === null || raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  throw new InvalidRequestError(`invalid_${name}`, `${name} must be true or false`);
+}

@@ -57,6 +57,8 @@ export interface WriteOptions {
   w?: Quorum;
   /** Time to live in seconds; 0 = never expire; default: the bucket's. */
   ttl?: number;
+  /** Count only the key's true replicas towards w (no stand-ins for replicas that are down). */
+  strict?: boolean;
   timeoutMs?: number;
 }
 
@@ -341,7 +343,12 @@ export class DynamoClient {
       method: 'PUT',
       path:
         keyPath(bucket, key) +
-        query({ w: options.w, ttl: options.ttl, returnbody: returnBody ? 'true' : undefined }),
+        query({
+          w: options.w,
+          ttl: options.ttl,
+          strict: options.strict ? 'true' : undefined,
+          returnbody: returnBody ? 'true' : undefined,
+        }),
       headers,
       body: toBuffer(value),
       timeoutMs: options.timeoutMs,

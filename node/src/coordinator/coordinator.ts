@@ -41,6 +41,11 @@ export interface WriteOptions {
   timeoutMs: number;
   /** The causal context the client read; empty when it has none. */
   context: VersionVector;
+  /**
+   * Only the key's true replicas count towards w (Riak's pw). Otherwise (sloppy quorum) a replica that
+   * refuses is stood in for by the next healthy node clockwise, which keeps the write as a hint and counts.
+   */
+  strict?: boolean;
   rid?: string;
 }
 
@@ -116,9 +121,36 @@ export class Coordinator {
     // Replicas tried before the one that coordinated the write did not take it.
     for (const peer of order.slice(0, order.indexOf(first.peer))) missed(peer);
     const others = pref.filter((p) => p !== first.peer);
+    const standIns = opts.strict ? [] : this.substitutes(bucket, key, pref);
+    /** Asks the next unused substitute to keep the write as a hint for peer; rejects when none will. */
+    const standIn = async (peer: string): Promise<unknown> => {
+      for (let sub = standIns.shift(); sub !== undefined; sub = standIns.shift()) {
+        const hint: ReplicaRequest = {
+          op: 'hint.store',
+          target: peer,
+          b: bucket,
+          k: key,
+          obj,
+          rid: opts.rid,
+        };
+        try {
+          return await this.deps.call(sub, hint, remaining());
+        } catch {
+          // try the next one
+        }
+      }
+      throw new Error(`no substitute took the write for ${peer}`);
+    };
     const calls = others.map((peer): [string, Promise<unknown>] => [
       peer,
-      this.deps.call(peer, merge, remaining()).catch((err: Error) => {
+      this.deps.call(peer, merge, remaining()).catch(async (err: Error) => {
+        if (!opts.strict) {
+          try {
+            return await standIn(peer);
+          } catch {
+            // no substitute: this node keeps the hint, and the replica does not count
+          }
+        }
         // A timed-out replica may have applied the merge; a hint is harmless then (merging is idempotent).
         missed(peer);
         throw err;
@@ -132,6 +164,14 @@ export class Coordinator {
       throw err;
     }
     return decodeObject(first.reply.obj);
+  }
+
+  /** Nodes after the preference list, clockwise, that are not down: stand-ins for a sloppy quorum. */
+  private substitutes(bucket: string, key: string, pref: string[]): string[] {
+    const ring = this.deps.membership.ring();
+    return ring
+      .preferenceList(hashKey(bucket, key), ring.size)
+      .filter((id) => !pref.includes(id) && this.deps.membership.state(id) !== 'down');
   }
 
   private resolve(clocks: Array<Clock | undefined>, isLww: boolean): Clock | undefined {

@@ -9,6 +9,8 @@ export type ReplicaRequest =
   | { op: 'put'; b: string; k: string; ctx: VersionVector; sib: Sibling; lww: boolean; rid?: string }
   /** Merge an object (replication, read repair) into the local copy. */
   | { op: 'merge'; b: string; k: string; obj: Buffer; lww: boolean; rid?: string }
+  /** Sloppy quorum: keep a write for a replica that is down, as a hint, and hand it over later. */
+  | { op: 'hint.store'; target: string; b: string; k: string; obj: Buffer; rid?: string }
   | { op: 'props.set'; props: StampedProps }
   | { op: 'props.all' }
   /** Who the node is and where its HTTP API is. */

@@ -24,6 +24,8 @@ export interface ReplicaOptions {
   self: string;
   /** Most live siblings a coordinated client write may leave. */
   maxSiblings: number;
+  /** Stores a hint durably (sloppy quorum: this node stands in for a replica that is down). */
+  storeHint?: (hint: { target: string; bucket: string; key: string; obj: Buffer }) => Promise<void>;
   /** Called when a write is refused for the sibling limit. */
   onSiblingLimit?: () => void;
   clockMaxEntries: number;
@@ -71,6 +73,10 @@ export class Replica {
         });
         return { ok: true };
       }
+      case 'hint.store':
+        if (!this.opts.storeHint) throw new InvalidRequestError('no_hints', 'this node keeps no hints');
+        await this.opts.storeHint({ target: req.target, bucket: req.b, key: req.k, obj: req.obj });
+        return { ok: true };
       case 'props.set':
         await this.props.merge(req.props);
         return { ok: true };
