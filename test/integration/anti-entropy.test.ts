@@ -50,7 +50,11 @@ describe('Merkle anti-entropy on a 3-node cluster', () => {
       await Promise.all([0, 1, 2].map((i) => metric(c!.url(i), /^dynamo_merkle_bytes_transferred_total/)))
     ).reduce((a, b) => a + b, 0);
     const dataBytes = keys * 1000;
-    expect(await metric(c.url(2), /^dynamo_merkle_keys_repaired_total/)).toBeGreaterThan(0);
+    // Whichever side ran the exchanges (n3's peers may refill it before it runs one itself), they count every key.
+    const repaired = await Promise.all(
+      [0, 1, 2].map((i) => metric(c!.url(i), /^dynamo_merkle_keys_repaired_total/)),
+    );
+    expect(repaired.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(keys);
     // Each missing key moves at most once per exchange direction with each of the two peers (4 times),
     // plus the objects' encoding overhead; never the whole data set over and over.
     expect(moved).toBeGreaterThanOrEqual(dataBytes);

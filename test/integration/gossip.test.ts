@@ -109,7 +109,10 @@ describe('gossip membership', () => {
         ).toBe(204);
       }
       expect(Date.now() - started).toBeLessThan(5000);
-      expect(await metric(c.url(0), /^dynamo_hints_pending\{.*target="n3"/)).toBe(50);
+      await waitFor(
+        '50 hints stored',
+        async () => (await metric(c!.url(0), /^dynamo_hints_pending\{.*target="n3"/)) === 50,
+      );
 
       paused.kill('SIGCONT');
       const resumed = Date.now();

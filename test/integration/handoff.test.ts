@@ -32,7 +32,8 @@ describe('hinted handoff on a 3-node cluster', () => {
       await client.close();
     }
     const pending = () => metricSum(c!, /^dynamo_hints_pending\{.*target="n3"/, [0, 1]);
-    expect(await pending()).toBe(1000);
+    // Hints are stored just after each write is acknowledged.
+    await waitFor('1000 hints stored', async () => (await pending()) === 1000);
 
     const restarted = Date.now();
     await c.startNode(2);
@@ -59,6 +60,10 @@ describe('hinted handoff on a 3-node cluster', () => {
         (await fetch(`${c.url(0)}/buckets/hh/keys/d${i}?w=2`, { method: 'PUT', body: `d${i}` })).status,
       ).toBe(204);
     }
+    await waitFor(
+      '20 hints stored',
+      async () => (await metricSum(c!, /^dynamo_hints_pending\{.*target="n3"/, [0])) === 20,
+    );
     await c.kill(0, 'SIGKILL'); // the coordinator that holds the hints crashes
     await c.startNode(0);
     expect(await metricSum(c, /^dynamo_hints_pending\{.*target="n3"/, [0])).toBe(20);
