@@ -34,6 +34,8 @@ export interface NodeConfig {
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
   hintWindowMs: number;
+  tombstoneGraceMs: number;
+  tombstoneReapIntervalMs: number;
   antiEntropyIntervalMs: number;
   merkleDepth: number;
   hintRatePerSecond: number;
@@ -301,6 +303,24 @@ export const SETTINGS: readonly Setting[] = [
     doc: 'Depth of the Merkle trees (2^depth leaves): deeper trees move fewer keys per difference but exchange more levels.',
   },
   {
+    key: 'tombstoneGraceMs',
+    flag: 'tombstone-grace-ms',
+    env: 'DYNAMO_TOMBSTONE_GRACE_MS',
+    kind: 'int',
+    default: 864000000,
+    min: 0,
+    doc: "How long a deleted (or expired) key's tombstone is kept before it may be removed (10 days, as Cassandra's gc_grace_seconds), and then only once every replica holds the same tombstone. Must be at least --hint-window-ms. A replica down longer than this must be wiped before it rejoins, or it can bring deleted values back.",
+  },
+  {
+    key: 'tombstoneReapIntervalMs',
+    flag: 'tombstone-reap-interval-ms',
+    env: 'DYNAMO_TOMBSTONE_REAP_INTERVAL_MS',
+    kind: 'int',
+    default: 3600000,
+    min: 100,
+    doc: 'How often a node looks for tombstones past their grace period.',
+  },
+  {
     key: 'hintWindowMs',
     flag: 'hint-window-ms',
     env: 'DYNAMO_HINT_WINDOW_MS',
@@ -387,6 +407,10 @@ export function loadConfig(
   if (!LOG_LEVELS.has(c.logLevel)) {
     const source = flags['log-level'] !== undefined ? '--log-level' : 'DYNAMO_LOG_LEVEL';
     throw new InvalidRequestError('invalid_config', `${source}: unknown level "${c.logLevel}"`);
+  }
+  if (c.tombstoneGraceMs < c.hintWindowMs) {
+    // A hint delivered after its tombstone was removed would bring the deleted value back.
+    throw new InvalidRequestError('invalid_config', '--tombstone-grace-ms must be at least --hint-window-ms');
   }
   if (c.defaultR > c.defaultN || c.defaultW > c.defaultN) {
     throw new InvalidRequestError(

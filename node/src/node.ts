@@ -16,6 +16,7 @@ import { AntiEntropy, type AntiEntropyRequest } from './repair/index.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
 import type { InfoReply, ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
+import { TombstoneReaper } from './replica/tombstone-reaper.js';
 import { generateTokens } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
 import { TcpTransport } from './transport/tcp.js';
@@ -234,6 +235,18 @@ export async function startNode(
   });
   await antiEntropy.rebuild();
   antiEntropy.start(config.antiEntropyIntervalMs);
+  const reaper = new TombstoneReaper({
+    self: config.nodeId,
+    store,
+    membership,
+    props,
+    call,
+    graceMs: config.tombstoneGraceMs,
+    timeoutMs: config.requestTimeoutMs,
+    log,
+    onReaped: (n) => metrics.tombstonesReaped.inc(n),
+  });
+  reaper.start(config.tombstoneReapIntervalMs);
   const handoff = new HintDelivery(
     hints,
     (target, hint) => {
@@ -342,6 +355,7 @@ export async function startNode(
       clearInterval(propsTimer);
       gossip?.stop();
       antiEntropy.stop();
+      await reaper.stop();
       await handoff.stop();
       await sweeper.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

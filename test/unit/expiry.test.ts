@@ -113,3 +113,18 @@ describe('ObjectStore key spaces', () => {
     expect(() => store.keySpace('o:')).toThrow(/prefix/);
   });
 });
+
+describe('tombstone reaping rule', () => {
+  it('reaps only keys whose every value is a tombstone older than the grace period', async () => {
+    const { reapable } = await import('../../node/src/replica/tombstone-reaper.js');
+    const tomb = { ...sib('', 0), deleted: true, lastModified: 1000 };
+    const c = update(fresh(tomb), undefined, 'n1', 1);
+    expect(reapable(c, 1500, 1000)).toBe(false); // within grace
+    expect(reapable(c, 2000, 1000)).toBe(true);
+    const mixed = update(withContext([], sib('alive', 0)), c, 'n2', 2);
+    expect(reapable(mixed, 10_000, 1000)).toBe(false); // a live sibling keeps the key
+    const expired = update(fresh({ ...sib('session', 5000), lastModified: 100 }), undefined, 'n1', 1);
+    expect(reapable(expired, 5500, 1000)).toBe(false); // grace counts from the expiry
+    expect(reapable(expired, 6000, 1000)).toBe(true);
+  });
+});

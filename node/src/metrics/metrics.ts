@@ -47,6 +47,7 @@ export class NodeMetrics {
   readonly merkleLastExchange: Gauge<'peer'>;
   readonly merkleKeysRepaired: Counter;
   readonly merkleBytes: Counter;
+  readonly tombstonesReaped: Counter;
 
   constructor(node: string, { storage, members, hints, phis }: MetricSources) {
     this.registry.setDefaultLabels({ node });
@@ -161,6 +162,11 @@ export class NodeMetrics {
     this.merkleBytes = new Counter({
       name: 'dynamo_merkle_bytes_transferred_total',
       help: 'Object bytes anti-entropy sent to or fetched from peers.',
+      registers,
+    });
+    this.tombstonesReaped = new Counter({
+      name: 'dynamo_tombstones_reaped_total',
+      help: 'Keys whose tombstones this node removed from every replica after the grace period.',
       registers,
     });
     new Gauge({

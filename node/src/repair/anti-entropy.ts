@@ -80,7 +80,7 @@ export class AntiEntropy {
   private trees = new Map<string, PeerTree>();
   private ring: Ring | undefined;
   private building: Promise<void> | undefined;
-  private pendingWrites: Array<[string, string, Clock]> | undefined;
+  private pendingWrites: Array<[string, string, Clock | undefined]> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private turn = 0;
   private exchanging = false;
@@ -111,13 +111,20 @@ export class AntiEntropy {
     this.ring = ring;
   }
 
-  private add(trees: Map<string, PeerTree>, ring: Ring, bucket: string, key: string, c: Clock): void {
+  /** Puts the key's version in every peer's tree (or takes it out when c is undefined: deleted). */
+  private add(
+    trees: Map<string, PeerTree>,
+    ring: Ring,
+    bucket: string,
+    key: string,
+    c: Clock | undefined,
+  ): void {
     const position = hashKey(bucket, key);
     const pref = ring.preferenceList(position, this.opts.props.get(bucket).n);
     if (!pref.includes(this.opts.self)) return;
     const okey = objectKey(bucket, key);
     // One pair hash per write serves every peer's tree.
-    const pair = pairHash(okey, versionDigest(c));
+    const pair = c && pairHash(okey, versionDigest(c));
     for (const peer of pref) {
       if (peer === this.opts.self) continue;
       let t = trees.get(peer);
@@ -129,7 +136,7 @@ export class AntiEntropy {
     }
   }
 
-  private onWrite(bucket: string, key: string, after: Clock): void {
+  private onWrite(bucket: string, key: string, after: Clock | undefined): void {
     if (this.pendingWrites) this.pendingWrites.push([bucket, key, after]);
     else if (this.ring) this.add(this.trees, this.ring, bucket, key, after);
   }

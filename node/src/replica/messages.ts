@@ -11,6 +11,8 @@ export type ReplicaRequest =
   | { op: 'merge'; b: string; k: string; obj: Buffer; lww: boolean; rid?: string }
   /** Sloppy quorum: keep a write for a replica that is down, as a hint, and hand it over later. */
   | { op: 'hint.store'; target: string; b: string; k: string; obj: Buffer; rid?: string }
+  /** Tombstone GC: delete the key if the local copy is still exactly this all-tombstone version. */
+  | { op: 'reap'; b: string; k: string; obj: Buffer }
   | { op: 'props.set'; props: StampedProps }
   | { op: 'props.all' }
   /** Who the node is and where its HTTP API is. */

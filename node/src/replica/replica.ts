@@ -77,6 +77,15 @@ export class Replica {
         if (!this.opts.storeHint) throw new InvalidRequestError('no_hints', 'this node keeps no hints');
         await this.opts.storeHint({ target: req.target, bucket: req.b, key: req.k, obj: req.obj });
         return { ok: true };
+      case 'reap': {
+        const agreed = decodeObject(req.obj);
+        const reaped = await this.store.deleteUnless(
+          req.b,
+          req.k,
+          (current) => !sameVersion(current, agreed) || values(current).some((s) => isLive(s, this.now())),
+        );
+        return { reaped };
+      }
       case 'props.set':
         await this.props.merge(req.props);
         return { ok: true };

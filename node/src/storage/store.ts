@@ -22,7 +22,13 @@ export interface KeySpace {
 }
 
 /** Told of each object write: the object before (undefined when new) and after. */
-export type WriteListener = (bucket: string, key: string, before: Clock | undefined, after: Clock) => void;
+/** after is undefined when the object was deleted (tombstone garbage collection). */
+export type WriteListener = (
+  bucket: string,
+  key: string,
+  before: Clock | undefined,
+  after: Clock | undefined,
+) => void;
 
 export interface StoreOptions {
   /** fsync each write before it is acknowledged. */
@@ -79,6 +85,24 @@ export class ObjectStore {
    */
   modify(bucket: string, key: string, fn: (current: Clock | undefined) => Clock): Promise<Clock> {
     return this.mutate(bucket, key, fn) as Promise<Clock>;
+  }
+
+  /**
+   * Deletes the object when keep(current) is false, under the key's lock (so no write slips in between
+   * the check and the delete). Resolves true when it deleted.
+   */
+  deleteUnless(bucket: string, key: string, keep: (current: Clock) => boolean): Promise<boolean> {
+    const k = objectKey(bucket, key);
+    return this.locks.run(k, async () => {
+      const bytes = this.db.getSync(k);
+      if (bytes === undefined) return false;
+      const current = decodeObject(bytes);
+      if (keep(current)) return false;
+      await this.db.del(k, { sync: this.options.syncWrites });
+      this.keys--;
+      for (const listener of this.writeListeners) listener(bucket, key, current, undefined);
+      return true;
+    });
   }
 
   /** Calls listener after every durable object write (e.g. to keep Merkle trees up to date). */
