@@ -1,13 +1,6 @@
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TestCluster, waitFor } from './harness.js';
-
-async function metric(url: string, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const l of text.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
-  return sum;
-}
+import { metric, TestCluster, waitFor } from './harness.js';
 
 describe('Merkle anti-entropy on a 3-node cluster', () => {
   let c: TestCluster | undefined;

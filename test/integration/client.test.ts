@@ -8,19 +8,9 @@ import {
   UnresolvedSiblingsError,
   ValueTooLargeError,
 } from '../../node/src/errors.js';
-import { TestCluster } from './harness.js';
+import { metric, TestCluster } from './harness.js';
 
 const text = (b: Buffer) => b.toString('utf8');
-
-/** Sum of a metric's samples (matching the line pattern) over every node. */
-async function metricSum(c: TestCluster, line: RegExp): Promise<number> {
-  let sum = 0;
-  for (const n of c.nodes) {
-    const body = await (await fetch(`${n.url}/metrics`)).text();
-    for (const l of body.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
-  }
-  return sum;
-}
 
 describe('DynamoClient against a 3-node cluster', () => {
   let c: TestCluster;
@@ -140,7 +130,11 @@ describe('DynamoClient routing and failures', () => {
     const any = new DynamoClient({ seeds: [c.url(0)], routing: 'any' });
     try {
       await routed.setProps('one', { n: 1, r: 1, w: 1 });
-      const forwarded = () => metricSum(c!, /^dynamo_peer_request_duration_seconds_count\{.*op="put"/);
+      const forwarded = () =>
+        metric(
+          c!.nodes.map((n) => n.url),
+          /^dynamo_peer_request_duration_seconds_count\{.*op="put"/,
+        );
       const before = await forwarded();
       for (let i = 0; i < 40; i++) await routed.put('one', `k${i}`, 'v');
       expect(await forwarded()).toBe(before); // the client always reached the key's only replica

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TestCluster, waitFor } from './harness.js';
+import { metric, TestCluster, waitFor } from './harness.js';
 
 const keyUrl = (base: string, bucket: string, key: string, query = '') =>
   `${base}/buckets/${bucket}/keys/${encodeURIComponent(key)}${query}`;
@@ -15,12 +15,6 @@ interface SiblingsBody {
 
 const siblingValues = (body: SiblingsBody) =>
   body.siblings.map((s) => Buffer.from(s.value, 'base64').toString()).sort();
-
-async function metric(base: string, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const m = text.split('\n').find((l) => line.test(l));
-  return m ? Number(m.split(' ').pop()) : 0;
-}
 
 describe('a 3-node cluster on loopback', () => {
   let c: TestCluster;

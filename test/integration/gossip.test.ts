@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI, freePort, TestCluster, waitFor } from './harness.js';
+import { CLI, freePort, metric, TestCluster, waitFor } from './harness.js';
 
 interface RingView {
   members: Array<{ id: string; state: string; http: string | null }>;
@@ -12,12 +12,6 @@ interface RingView {
 const ring = async (url: string) => (await (await fetch(`${url}/admin/ring`)).json()) as RingView;
 const states = async (url: string) =>
   Object.fromEntries((await ring(url)).members.map((m) => [m.id, m.state])) as Record<string, string>;
-
-async function metric(url: string, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const found = text.split('\n').find((l) => line.test(l));
-  return found ? Number(found.split(' ').pop()) : Number.NaN;
-}
 
 const FAST = ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200'];
 
@@ -31,10 +25,14 @@ describe('gossip membership', () => {
   it('joins nodes through one seed and converges on the same ring everywhere', async () => {
     c = await TestCluster.start(3, FAST, { gossip: true });
     for (let i = 0; i < 3; i++) {
-      await waitFor(`n${i + 1} sees all three up`, async () => {
-        const s = await states(c!.url(i));
-        return s.n1 === 'up' && s.n2 === 'up' && s.n3 === 'up';
-      });
+      await waitFor(
+        `n${i + 1} sees all three up`,
+        async () => {
+          const s = await states(c!.url(i));
+          return s.n1 === 'up' && s.n2 === 'up' && s.n3 === 'up';
+        },
+        30_000,
+      );
     }
     // The ring view carries every member's HTTP URL, learned through gossip.
     expect((await ring(c.url(2))).members.map((m) => m.http).sort()).toEqual(
@@ -91,7 +89,11 @@ describe('gossip membership', () => {
 
   it('marks a SIGSTOPped node down, routes around it with hints, and brings it back up caught up', async () => {
     c = await TestCluster.start(3, FAST, { gossip: true });
-    await waitFor('all up', async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'));
+    await waitFor(
+      'all up',
+      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
+      30_000,
+    );
     const paused = c.nodes[2]!.proc!;
     paused.kill('SIGSTOP');
     try {
@@ -135,7 +137,11 @@ describe('gossip membership', () => {
 
   it('removes a dead member only by the admin action, and only once it is down', async () => {
     c = await TestCluster.start(3, FAST, { gossip: true });
-    await waitFor('all up', async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'));
+    await waitFor(
+      'all up',
+      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
+      30_000,
+    );
     const remove = (id: string) => fetch(`${c!.url(0)}/admin/members/${id}/remove`, { method: 'POST' });
     const refused = await remove('n3');
     expect(refused.status).toBe(400);

@@ -1,16 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DynamoClient } from '../../node/src/client/client.js';
-import { TestCluster, waitFor } from './harness.js';
-
-/** Sum of a metric's samples over every running node (lines matching the pattern). */
-async function metricSum(c: TestCluster, line: RegExp, nodes = [0, 1, 2]): Promise<number> {
-  let sum = 0;
-  for (const i of nodes) {
-    const text = await (await fetch(`${c.url(i)}/metrics`)).text();
-    for (const l of text.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
-  }
-  return sum;
-}
+import { metric, TestCluster, waitFor } from './harness.js';
 
 describe('hinted handoff on a 3-node cluster', () => {
   let c: TestCluster | undefined;
@@ -31,7 +21,11 @@ describe('hinted handoff on a 3-node cluster', () => {
     } finally {
       await client.close();
     }
-    const pending = () => metricSum(c!, /^dynamo_hints_pending\{.*target="n3"/, [0, 1]);
+    const pending = () =>
+      metric(
+        [0, 1].map((i) => c!.url(i)),
+        /^dynamo_hints_pending\{.*target="n3"/,
+      );
     // Hints are stored just after each write is acknowledged.
     await waitFor('1000 hints stored', async () => (await pending()) === 1000);
 
@@ -39,7 +33,12 @@ describe('hinted handoff on a 3-node cluster', () => {
     await c.startNode(2);
     await waitFor('hints delivered', async () => (await pending()) === 0, 20_000);
     const drainSeconds = (Date.now() - restarted) / 1000;
-    expect(await metricSum(c, /^dynamo_hints_delivered_total\{.*target="n3"/, [0, 1])).toBe(1000);
+    expect(
+      await metric(
+        [0, 1].map((i) => c!.url(i)),
+        /^dynamo_hints_delivered_total\{.*target="n3"/,
+      ),
+    ).toBe(1000);
 
     // n3 alone (its peers stopped) now serves every write it missed.
     await c.kill(0);
@@ -62,15 +61,28 @@ describe('hinted handoff on a 3-node cluster', () => {
     }
     await waitFor(
       '20 hints stored',
-      async () => (await metricSum(c!, /^dynamo_hints_pending\{.*target="n3"/, [0])) === 20,
+      async () =>
+        (await metric(
+          [0].map((i) => c!.url(i)),
+          /^dynamo_hints_pending\{.*target="n3"/,
+        )) === 20,
     );
     await c.kill(0, 'SIGKILL'); // the coordinator that holds the hints crashes
     await c.startNode(0);
-    expect(await metricSum(c, /^dynamo_hints_pending\{.*target="n3"/, [0])).toBe(20);
+    expect(
+      await metric(
+        [0].map((i) => c!.url(i)),
+        /^dynamo_hints_pending\{.*target="n3"/,
+      ),
+    ).toBe(20);
     await c.startNode(2);
     await waitFor(
       'hints delivered',
-      async () => (await metricSum(c!, /^dynamo_hints_pending\{.*target="n3"/, [0])) === 0,
+      async () =>
+        (await metric(
+          [0].map((i) => c!.url(i)),
+          /^dynamo_hints_pending\{.*target="n3"/,
+        )) === 0,
     );
     await c.kill(0);
     await c.kill(1);

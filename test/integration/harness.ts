@@ -32,6 +32,16 @@ export interface TestNode {
   output: string[];
 }
 
+/** Sum of the samples on the metric lines matching line, over the /metrics of the given node URLs (0 if none). */
+export async function metric(urls: string | string[], line: RegExp): Promise<number> {
+  let sum = 0;
+  for (const url of Array.isArray(urls) ? urls : [urls]) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    for (const l of text.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
+  }
+  return sum;
+}
+
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,

@@ -1,15 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashKey, Ring } from '../../node/src/ring/index.js';
-import { TestCluster, waitFor } from './harness.js';
-
-async function metricSum(c: TestCluster, line: RegExp, nodes: number[]): Promise<number> {
-  let sum = 0;
-  for (const i of nodes) {
-    const text = await (await fetch(`${c.url(i)}/metrics`)).text();
-    for (const l of text.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
-  }
-  return sum;
-}
+import { metric, TestCluster, waitFor } from './harness.js';
 
 describe('sloppy and strict quorums on 4 nodes (n=3)', () => {
   let c: TestCluster | undefined;
@@ -50,14 +41,21 @@ describe('sloppy and strict quorums on 4 nodes (n=3)', () => {
       const r = await fetch(`${c.url(0)}/buckets/sq/keys/${k}?w=3`, { method: 'PUT', body: `v-${k}` });
       expect(r.status, k).toBe(204); // sloppy: a stand-in counts
     }
-    expect(await metricSum(c, /^dynamo_hints_pending\{.*target="n4"/, [0, 1, 2])).toBeGreaterThanOrEqual(
-      n4Keys.length,
-    );
+    expect(
+      await metric(
+        [0, 1, 2].map((i) => c!.url(i)),
+        /^dynamo_hints_pending\{.*target="n4"/,
+      ),
+    ).toBeGreaterThanOrEqual(n4Keys.length);
 
     await c.startNode(3);
     await waitFor(
       'stand-ins hand over',
-      async () => (await metricSum(c!, /^dynamo_hints_pending\{.*target="n4"/, [0, 1, 2])) === 0,
+      async () =>
+        (await metric(
+          [0, 1, 2].map((i) => c!.url(i)),
+          /^dynamo_hints_pending\{.*target="n4"/,
+        )) === 0,
       20_000,
     );
     await c.kill(0);

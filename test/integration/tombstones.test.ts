@@ -1,16 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { TestCluster, waitFor } from './harness.js';
+import { metric, TestCluster, waitFor } from './harness.js';
 
-const keysOn = async (url: string) => {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(
-    text
-      .split('\n')
-      .find((l) => l.startsWith('dynamo_storage_keys'))
-      ?.split(' ')
-      .pop(),
-  );
-};
+const keysOn = (url: string) => metric(url, /^dynamo_storage_keys/);
 
 const GC = [
   '--tombstone-grace-ms',
