@@ -22,6 +22,28 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Whether a port on 127.0.0.1 can be bound right now. */
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
+}
+
+/**
+ * The first of `count` consecutive free ports, below the kernel's ephemeral range (32768+), where the
+ * ports other tests' nodes and connections get are not.
+ */
+export async function freePortRange(count: number): Promise<number> {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
+    let free = true;
+    for (let p = base; p < base + count && free; p++) free = await portIsFree(p);
+    if (free) return base;
+  }
+}
+
 export interface TestNode {
   id: string;
   url: string;
@@ -73,7 +95,7 @@ export class TestCluster {
     const root = mkdtempSync(join(tmpdir(), 'dynamo-it-'));
     const nodes: TestNode[] = [];
     for (let i = 0; i < count; i++) {
-      const [httpPort, peerPort] = [await freePort(), await freePort()];
+      const [httpPort, peerPort] = [await freePortRange(1), await freePortRange(1)];
       const id = `n${i + 1}`;
       nodes.push({
         id,

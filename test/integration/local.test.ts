@@ -3,16 +3,18 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, freePort, waitFor } from './harness.js';
+import { CLI, freePortRange, waitFor } from './harness.js';
 
 describe('dynamo local (npm start)', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'dynamo-local-'));
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('starts a working 3-node cluster, prints its endpoints and stops cleanly on SIGINT', async () => {
-    const httpPort = await freePort();
-    const peerPort = await freePort();
-    // Ports are consecutive per node; pick bases well apart so both ranges are free in practice.
+  it('starts a working 3-node cluster, prints its endpoints and stops cleanly on SIGINT', {
+    timeout: 45_000,
+  }, async () => {
+    // dynamo local uses consecutive ports from each base: three http ports, then three peer ports.
+    const httpPort = await freePortRange(6);
+    const peerPort = httpPort + 3;
     const args = [
       CLI,
       'local',
@@ -21,7 +23,7 @@ describe('dynamo local (npm start)', () => {
       '--http-port',
       String(httpPort),
       '--peer-port',
-      String(peerPort + 10),
+      String(peerPort),
     ];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -33,7 +35,12 @@ describe('dynamo local (npm start)', () => {
     });
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
     try {
-      await waitFor('cluster ready', async () => out.includes('cluster ready'), 30_000);
+      await waitFor(
+        'cluster ready',
+        async () => out.includes('cluster ready') || proc.exitCode !== null,
+        20_000,
+      );
+      expect(proc.exitCode, `dynamo local exited early:\n${out}`).toBeNull();
       const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${httpPort + i}`);
       for (const url of urls) expect(out).toContain(url);
 
