@@ -138,15 +138,16 @@ export async function startNode(
       return pending;
     },
   });
+  const storeHint = async (hint: { target: string; bucket: string; key: string; obj: Buffer }) => {
+    await hints.add(hint);
+    metrics.hintsStored.inc({ target: hint.target });
+  };
   const replica = new Replica(store, props, {
     self: config.nodeId,
     clockMaxEntries: config.clockMaxEntries,
     clockPruneAgeMs: config.clockPruneAgeMs,
     maxSiblings: config.maxSiblings,
-    storeHint: async (hint) => {
-      await hints.add(hint);
-      metrics.hintsStored.inc({ target: hint.target });
-    },
+    storeHint,
     onSiblingLimit: () => metrics.siblingLimitRejections.inc(),
   });
   const transport = new TcpTransport({
@@ -177,9 +178,8 @@ export async function startNode(
       throw err;
     }
   });
-  const call = (peer: string, req: ReplicaRequest, timeoutMs: number) => {
-    if (peer === config.nodeId) return replica.handle(req);
-    // A member the failure detector holds down fails at once instead of after a timeout.
+  /** Every request to another node: a member held down fails at once instead of after a timeout. */
+  const requestPeer = (peer: string, req: ReplicaRequest | AntiEntropyRequest, timeoutMs: number) => {
     if (membership.state(peer) === 'down') return Promise.reject(markedDown(peer));
     const end = metrics.peerDuration.startTimer({ op: req.op });
     return transport.request(peer, req, timeoutMs).then(
@@ -199,6 +199,8 @@ export async function startNode(
       },
     );
   };
+  const call = (peer: string, req: ReplicaRequest, timeoutMs: number) =>
+    peer === config.nodeId ? replica.handle(req) : requestPeer(peer, req, timeoutMs);
   const coordinator = new Coordinator({
     membership,
     props,
@@ -206,9 +208,8 @@ export async function startNode(
     log,
     onReadRepair: (n) => metrics.readRepairs.inc(n),
     onReplicaMissed: (target, bucket, key, obj) => {
-      hints.add({ target, bucket, key, obj }).then(
-        () => metrics.hintsStored.inc({ target }),
-        (err) => log.error({ err, target }, 'could not store a hint; anti-entropy must repair this replica'),
+      storeHint({ target, bucket, key, obj }).catch((err) =>
+        log.error({ err, target }, 'could not store a hint; anti-entropy must repair this replica'),
       );
     },
   });
@@ -217,10 +218,7 @@ export async function startNode(
     membership,
     props,
     store,
-    request: (peer, req, timeoutMs) =>
-      membership.state(peer) === 'down'
-        ? Promise.reject(markedDown(peer))
-        : transport.request(peer, req, timeoutMs),
+    request: requestPeer,
     mergeLocal: (req) => replica.handle(req),
     depth: config.merkleDepth,
     timeoutMs: config.requestTimeoutMs,
@@ -250,10 +248,9 @@ export async function startNode(
   const handoff = new HintDelivery(
     hints,
     (target, hint) => {
-      if (membership.state(target) === 'down') return Promise.reject(markedDown(target));
       const lww = props.get(hint.bucket).conflict === 'lww';
       const req: ReplicaRequest = { op: 'merge', b: hint.bucket, k: hint.key, obj: hint.obj, lww };
-      return transport.request(target, req, config.requestTimeoutMs).then(() => undefined);
+      return requestPeer(target, req, config.requestTimeoutMs).then(() => undefined);
     },
     log,
   );

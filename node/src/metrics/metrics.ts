@@ -94,7 +94,7 @@ export class NodeMetrics {
     });
     this.peerDuration = new Histogram({
       name: 'dynamo_peer_request_duration_seconds',
-      help: 'Round trip of node-to-node requests sent by this node, by replica operation.',
+      help: 'Round trip of node-to-node requests sent by this node (replica operations, anti-entropy, hint delivery), by operation.',
       labelNames: ['op'],
       buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers,
