@@ -21,6 +21,9 @@ export interface NodeConfig {
   phiThreshold: number;
   clusterFile: string;
   tokens: number;
+  initialTokens: string;
+  ringSettleMs: number;
+  streamMibPerSecond: number;
   rack: string;
   dataDir: string;
   syncWrites: boolean;
@@ -177,6 +180,32 @@ export const SETTINGS: readonly Setting[] = [
     default: 256,
     min: 1,
     doc: 'Virtual-node tokens per node when members do not say otherwise.',
+  },
+  {
+    key: 'initialTokens',
+    flag: 'initial-tokens',
+    env: 'DYNAMO_INITIAL_TOKENS',
+    kind: 'string',
+    default: '',
+    doc: "Gossip membership: comma-separated tokens (32 hex digits each) this node claims when it first joins (the operator assigns balanced ones). Empty: --tokens tokens derived from the node id. Kept in the data directory: later starts reuse the node's tokens.",
+  },
+  {
+    key: 'ringSettleMs',
+    flag: 'ring-settle-ms',
+    env: 'DYNAMO_RING_SETTLE_MS',
+    kind: 'int',
+    default: 5000,
+    min: 0,
+    doc: 'A join or decommission waits this long after every live member has learned of it before streaming, so writes routed by the old ring have landed.',
+  },
+  {
+    key: 'streamMibPerSecond',
+    flag: 'stream-mib-per-second',
+    env: 'DYNAMO_STREAM_MIB_PER_SECOND',
+    kind: 'int',
+    default: 32,
+    min: 0,
+    doc: "Most MiB per second of objects a join or decommission moves (so streaming leaves room for clients' requests); 0: no limit.",
   },
   {
     key: 'rack',

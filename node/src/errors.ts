@@ -24,6 +24,18 @@ export class InvalidRequestError extends DynamoError {
   }
 }
 
+/** An admin action the cluster's current state does not allow (another move under way, too few members). */
+export class ConflictError extends DynamoError {
+  readonly status = 409;
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConflictError';
+  }
+}
+
 /** A context that does not decode or fails its integrity check. */
 export class InvalidContextError extends InvalidRequestError {
   constructor(message: string) {

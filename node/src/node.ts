@@ -1,5 +1,6 @@
 /** Starts one node: storage, membership, transport, replica, coordinator and the HTTP API, wired together. */
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, pino } from 'pino';
 import { createHttpServer } from './api/http.js';
 import type { NodeContext } from './api/node-context.js';
@@ -9,6 +10,7 @@ import { Coordinator } from './coordinator/coordinator.js';
 import { DynamoError, InvalidRequestError, RemoteError, RequestTimeoutError } from './errors.js';
 import { HintDelivery, HintQueue } from './handoff/index.js';
 import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
+import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
@@ -17,8 +19,10 @@ import { ExpirySweeper } from './replica/expiry-sweeper.js';
 import type { InfoReply, ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
 import { TombstoneReaper } from './replica/tombstone-reaper.js';
-import { generateTokens } from './ring/index.js';
+import { generateTokens, isToken, type Token } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
+import { type StreamEntry, type StreamRequest, StreamSource } from './streaming/source.js';
+import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { TcpTransport } from './transport/tcp.js';
 
 export interface RunningNode {
@@ -51,10 +55,28 @@ export function nodeLogger(level: string): Logger {
   });
 }
 
-/** Gossip membership for a node started with --seeds: its own entry, with tokens derived from its id. */
+/**
+ * This node's tokens: those it already claimed (kept in its database), else --initial-tokens, else
+ * --tokens derived from its id. Throws InvalidRequestError on malformed --initial-tokens.
+ */
+function ownTokens(config: NodeConfig, record: NodeRecord | undefined): Token[] {
+  if (record) return record.tokens;
+  if (!config.initialTokens) return generateTokens(config.nodeId, config.tokens);
+  const tokens = config.initialTokens.split(',').map((t) => t.trim().toLowerCase());
+  const bad = tokens.find((t) => !isToken(t));
+  if (bad !== undefined)
+    throw new InvalidRequestError('invalid_config', `--initial-tokens: '${bad}' is not a 32-hex-digit token`);
+  if (new Set(tokens).size !== tokens.length)
+    throw new InvalidRequestError('invalid_config', '--initial-tokens lists a token twice');
+  return tokens;
+}
+
+/** Gossip membership for a node started with --seeds, with the tokens and status it starts with. */
 function gossipMembership(
   config: NodeConfig,
   log: Logger,
+  tokens: Token[],
+  status: MemberStatus,
   request: (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>,
 ): GossipMembership {
   if (config.members || config.clusterFile) {
@@ -72,9 +94,9 @@ function gossipMembership(
       id: config.nodeId,
       address: config.advertiseAddress,
       http: config.advertiseHttp,
-      tokens: generateTokens(config.nodeId, config.tokens),
+      tokens,
       ...(config.rack ? { rack: config.rack } : {}),
-      status: 'up',
+      status,
       // A restart is a new incarnation: its entry replaces the old one whatever the old version was.
       generation: Date.now(),
       version: 1,
@@ -94,13 +116,25 @@ export async function startNode(
   log: Logger = nodeLogger(config.logLevel),
 ): Promise<RunningNode> {
   log = log.child({ node: config.nodeId });
+  const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
+  const record = config.seeds ? await loadNodeRecord(store) : undefined;
+  if (record?.state === 'left') {
+    await store.close();
+    throw new InvalidRequestError(
+      'decommissioned',
+      `node ${config.nodeId} was decommissioned and has left the cluster; to join again, start it with an empty --data-dir (${config.dataDir})`,
+    );
+  }
+  const tokens = ownTokens(config, record);
+  // A node that has never finished joining starts as joining; a restarted one as it was.
+  const status: MemberStatus =
+    record?.state === 'up' || record?.state === 'leaving' ? record.state : 'joining';
   // The transport is made below; gossip only sends once the node has started.
   const gossip = config.seeds
-    ? gossipMembership(config, log, (peer, body, t) => transport.request(peer, body, t))
+    ? gossipMembership(config, log, tokens, status, (peer, body, t) => transport.request(peer, body, t))
     : undefined;
   const membership: Membership =
     gossip ?? new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
-  const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
   const props = await BucketPropsTable.load(store, {
     n: config.defaultN,
     r: config.defaultR,
@@ -126,6 +160,7 @@ export async function startNode(
     storage: { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
     members: memberCounts,
     phis: () => gossip?.phis() ?? new Map(),
+    streamRangesPending: () => streamer?.rangesPending() ?? 0,
     hints: () => {
       // Every peer shows, at 0 when it has no hints, so a drained queue reads 0 rather than vanishing.
       const pending = new Map(
@@ -160,9 +195,26 @@ export async function startNode(
   });
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
+  const source = new StreamSource(config.nodeId, store, props, (req) => replica.handle(req));
   await transport.listen(async (from, body) => {
-    const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest;
+    const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest | StreamRequest;
     if (req.op === 'info') return info;
+    if (req.op === 'stream.pull' || req.op === 'stream.push') {
+      const reply = await source.handle(req);
+      if ('entries' in reply) {
+        const bytes = reply.entries.reduce((sum, [, , obj]) => sum + obj.length, 0);
+        metrics.streamBytes.inc({ direction: 'out' }, bytes);
+        metrics.streamKeys.inc({ direction: 'out' }, reply.entries.length);
+      } else {
+        const bytes = (req as { entries: StreamEntry[] }).entries.reduce(
+          (sum, [, , obj]) => sum + obj.length,
+          0,
+        );
+        metrics.streamBytes.inc({ direction: 'in' }, bytes);
+        metrics.streamKeys.inc({ direction: 'in' }, reply.merged);
+      }
+      return reply;
+    }
     if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys')
       return antiEntropy.handle(req);
     if (req.op === 'gossip.syn' || req.op === 'gossip.push') {
@@ -179,7 +231,11 @@ export async function startNode(
     }
   });
   /** Every request to another node: a member held down fails at once instead of after a timeout. */
-  const requestPeer = (peer: string, req: ReplicaRequest | AntiEntropyRequest, timeoutMs: number) => {
+  const requestPeer = (
+    peer: string,
+    req: ReplicaRequest | AntiEntropyRequest | StreamRequest,
+    timeoutMs: number,
+  ) => {
     if (membership.state(peer) === 'down') return Promise.reject(markedDown(peer));
     const end = metrics.peerDuration.startTimer({ op: req.op });
     return transport.request(peer, req, timeoutMs).then(
@@ -305,6 +361,28 @@ export async function startNode(
   const sweeper = new ExpirySweeper(store, log, (n) => metrics.expiredPurged.inc(n));
   sweeper.start(config.ttlSweepIntervalMs);
 
+  const streamer =
+    gossip &&
+    new Streamer({
+      self: config.nodeId,
+      tokens,
+      store,
+      props,
+      gossip,
+      hints,
+      request: requestPeer,
+      mergeLocal: (req) => replica.handle(req),
+      defaultN: config.defaultN,
+      settleMs: config.ringSettleMs,
+      bytesPerSecond: config.streamMibPerSecond * 1024 * 1024,
+      timeoutMs: config.requestTimeoutMs,
+      log,
+      onStreamed: (direction, keys, bytes) => {
+        metrics.streamBytes.inc({ direction }, bytes);
+        metrics.streamKeys.inc({ direction }, keys);
+      },
+    });
+
   let ready = false;
   const ctx: NodeContext = {
     config,
@@ -315,7 +393,8 @@ export async function startNode(
     log,
     setProps,
     learnPeers: () => learnPeers(500),
-    ready: () => ready && (gossip?.hasJoined ?? true),
+    ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.state ?? 'up') === 'up',
+    ...(streamer ? { streamer } : {}),
   };
   const server = createHttpServer(ctx);
   await new Promise<void>((resolve, reject) => {
@@ -336,6 +415,13 @@ export async function startNode(
       throw err;
     }
     gossip.start();
+    if (streamer?.state === 'joining') {
+      // Joining waits for the cluster (seeds may answer later), then streams in the background.
+      void (async () => {
+        while (!gossip.hasJoined) await sleep(config.gossipIntervalMs);
+        await streamer.join();
+      })().catch((err) => log.error({ err }, 'join failed; restart the node to resume it'));
+    } else streamer?.resume();
   }
   const httpPort = (server.address() as AddressInfo).port;
   log.info(
@@ -349,6 +435,7 @@ export async function startNode(
     log,
     async close() {
       ready = false;
+      await streamer?.stop();
       clearInterval(propsTimer);
       gossip?.stop();
       antiEntropy.stop();

@@ -77,6 +77,11 @@ export async function waitFor(
   throw new Error(`timed out waiting for ${what}`);
 }
 
+async function newNode(root: string, id: string): Promise<TestNode> {
+  const [httpPort, peerPort] = [await freePortRange(1), await freePortRange(1)];
+  return { id, httpPort, peerPort, url: `http://127.0.0.1:${httpPort}`, dataDir: join(root, id), output: [] };
+}
+
 export class TestCluster {
   private constructor(
     readonly nodes: TestNode[],
@@ -94,18 +99,7 @@ export class TestCluster {
     if (!existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first (npm test does)`);
     const root = mkdtempSync(join(tmpdir(), 'dynamo-it-'));
     const nodes: TestNode[] = [];
-    for (let i = 0; i < count; i++) {
-      const [httpPort, peerPort] = [await freePortRange(1), await freePortRange(1)];
-      const id = `n${i + 1}`;
-      nodes.push({
-        id,
-        httpPort,
-        peerPort,
-        url: `http://127.0.0.1:${httpPort}`,
-        dataDir: join(root, id),
-        output: [],
-      });
-    }
+    for (let i = 0; i < count; i++) nodes.push(await newNode(root, `n${i + 1}`));
     const cluster = new TestCluster(nodes, root, args, options.gossip ?? false);
     if (cluster.gossip) {
       // The first node is the seed and bootstraps the ring; the others join through it.
@@ -115,16 +109,31 @@ export class TestCluster {
     return cluster;
   }
 
+  /**
+   * Adds node n<count+1> and starts it (gossip: it joins through the seed); resolves with its index
+   * once it answers /health, or /ready when ready is true.
+   */
+  async addNode(ready = false): Promise<number> {
+    const i = this.nodes.length;
+    this.nodes.push(await newNode(this.root, `n${i + 1}`));
+    await this.startNode(i, ready);
+    return i;
+  }
+
   url(i: number): string {
     return this.nodes[i]!.url;
   }
 
-  /** Starts (or restarts) node i and waits until it answers /ready. */
-  async startNode(i: number): Promise<void> {
+  /** Starts (or restarts) node i and waits until it answers /ready (or only /health: ready false). */
+  async startNode(i: number, ready = true): Promise<void> {
     const node = this.nodes[i]!;
     const members = this.nodes.map((n) => `${n.id}=127.0.0.1:${n.peerPort}`).join(',');
     const membership = this.gossip
-      ? ['--seeds', `127.0.0.1:${this.nodes[0]!.peerPort}`, '--advertise', `127.0.0.1:${node.peerPort}`]
+      ? [
+          ...['--seeds', `127.0.0.1:${this.nodes[0]!.peerPort}`, '--advertise', `127.0.0.1:${node.peerPort}`],
+          // Joins wait this long for writes routed by the old ring; a test cluster has none in flight.
+          ...['--ring-settle-ms', '300'],
+        ]
       : ['--members', members];
     const args = [CLI, 'node', '--node-id', node.id, ...membership, '--data-dir', node.dataDir];
     args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort), '--advertise-http', node.url);
@@ -135,10 +144,20 @@ export class TestCluster {
     const keep = (b: Buffer) => node.output.push(b.toString());
     proc.stdout?.on('data', keep);
     proc.stderr?.on('data', keep);
-    await waitFor(`${node.id} ready`, async () => {
-      if (proc.exitCode !== null) throw new Error(`${node.id} exited: ${node.output.join('')}`);
-      return (await fetch(`${node.url}/ready`)).ok;
-    });
+    // A node that exits while starting fails the start at once, with what it printed.
+    let started = false;
+    const exited = new Promise<never>((_, reject) =>
+      proc.once('close', () => {
+        if (!started) reject(new Error(`${node.id} exited: ${node.output.join('')}`));
+      }),
+    );
+    await Promise.race([
+      waitFor(`${node.id} ${ready ? 'ready' : 'started'}`, async () => {
+        return (await fetch(`${node.url}/${ready ? 'ready' : 'health'}`)).ok;
+      }),
+      exited,
+    ]);
+    started = true;
   }
 
   /** Sends a signal to node i and waits for the process to exit. */

@@ -1,4 +1,5 @@
-/** Admin views of the node: the ring as this node sees it. */
+/** Admin views and actions of the node: the ring as this node sees it, its lifecycle and streams. */
+import { InvalidRequestError } from '../errors.js';
 import type { NodeContext } from './node-context.js';
 
 /** Members with state, HTTP URL, token count (or tokens), and their share of the ring as primary and as replica. */
@@ -24,4 +25,26 @@ export async function ringView(ctx: NodeContext, withTokens: boolean) {
       ...(withTokens ? { tokens: m.tokens } : {}),
     })),
   };
+}
+
+/** This node's lifecycle state (joining, up, leaving, left) and its join or decommission progress. */
+export function nodeStatus(ctx: NodeContext) {
+  return {
+    id: ctx.membership.self,
+    cluster: ctx.membership.cluster,
+    state: ctx.streamer?.state ?? 'up',
+    stream: ctx.streamer?.status() ?? null,
+  };
+}
+
+/** Starts this node's decommission (idempotent) and returns its status. */
+export function decommission(ctx: NodeContext, force: boolean) {
+  if (!ctx.streamer) {
+    throw new InvalidRequestError(
+      'static_membership',
+      'this node uses static membership (--members): restart the others without it instead',
+    );
+  }
+  ctx.streamer.decommission(force);
+  return nodeStatus(ctx);
 }

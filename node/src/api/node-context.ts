@@ -5,6 +5,7 @@ import type { NodeConfig } from '../config.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import type { Membership } from '../membership/membership.js';
 import type { NodeMetrics } from '../metrics/metrics.js';
+import type { Streamer } from '../streaming/streamer.js';
 
 export interface NodeContext {
   config: NodeConfig;
@@ -19,4 +20,6 @@ export interface NodeContext {
   learnPeers(): Promise<void>;
   /** True once the node has joined and serves requests. */
   ready(): boolean;
+  /** Join and decommission (gossip membership only). */
+  streamer?: Streamer;
 }

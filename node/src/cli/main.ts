@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-/** The `dynamo` command: run a node or a local cluster, and talk to a cluster (put/get/delete/ring). */
+/** The `dynamo` command: run a node or a local cluster, talk to a cluster (put/get/delete/ring), manage a node. */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DynamoClient, type Quorum } from '../client/client.js';
 import { loadConfig, settingOptions } from '../config.js';
 import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
 import { startNode } from '../node.js';
+import { cmdDecommission, cmdStatus } from './admin.js';
 import { runLocalCluster } from './local.js';
 
 const USAGE = `usage: dynamo <command> [options]
@@ -19,6 +20,10 @@ commands:
   get <bucket> <key> [--r R]  read a value; prints every sibling when there are several
   delete <bucket> <key> [--context C] [--w W]
   ring                        members, tokens and ownership as the node sees them
+  status [--watch]            the node's state (joining, up, leaving, left) and its stream progress:
+                              ranges and bytes left
+  decommission [--force] [--watch]
+                              stream the node's data to the other members, then leave the cluster
   help
 
 client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081)`;
@@ -80,6 +85,8 @@ const clientOptions = {
   w: { type: 'string' },
   ttl: { type: 'string' },
   tokens: { type: 'boolean' },
+  watch: { type: 'boolean' },
+  force: { type: 'boolean' },
 } as const;
 
 /** Prints a value as text when it is printable UTF-8, base64 otherwise. */
@@ -103,6 +110,9 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
     strict: true,
   });
   const endpoint = values.endpoint ?? process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
+  if (command === 'status') return cmdStatus(endpoint, values.watch ?? false);
+  if (command === 'decommission')
+    return cmdDecommission(endpoint, values.force ?? false, values.watch ?? false);
   const client = new DynamoClient({ seeds: [endpoint], retries: 1 });
   try {
     if (command === 'ring') {
@@ -166,6 +176,8 @@ async function main(argv: string[]): Promise<void> {
     case 'get':
     case 'delete':
     case 'ring':
+    case 'status':
+    case 'decommission':
       return cmdClient(command, args);
     case undefined:
     case 'help':
@@ -197,6 +209,10 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   const e = err as { code?: string; cause?: { code?: string } };
   if (e.code === 'ECONNREFUSED' || e.cause?.code === 'ECONNREFUSED') {
     console.error(`dynamo: cannot reach the node (${(err as Error).message}); is the cluster running?`);
+    process.exit(1);
+  }
+  if (err instanceof Error && err.message.startsWith('cannot reach')) {
+    console.error(`dynamo: ${err.message}`);
     process.exit(1);
   }
   console.error(`dynamo: ${(err as Error).stack ?? err}`);

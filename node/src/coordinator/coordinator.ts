@@ -156,6 +156,14 @@ export class Coordinator {
         throw err;
       }),
     ]);
+    // Replicas-to-be of a join or leave under way take the write too; they do not count towards w, and
+    // one that misses it gets a hint, so the move ends with every acknowledged write in place.
+    const pending = this.deps.membership.pendingRing();
+    if (pending) {
+      for (const peer of pending.preferenceList(hashKey(bucket, key), props.n)) {
+        if (!pref.includes(peer)) this.deps.call(peer, merge, remaining()).catch(() => missed(peer));
+      }
+    }
     try {
       await awaitQuorum('put', calls, opts.w - 1).quorum;
     } catch (err) {

@@ -122,6 +122,7 @@ export function compareEntries(a: MemberEntry, b: MemberEntry): number {
 export class GossipState {
   private readonly entries = new Map<string, MemberEntry>();
   private selfEntry: MemberEntry;
+  private previous: MemberEntry | undefined;
   /** members() sorted by id, rebuilt lazily after a change. */
   private sorted: readonly MemberEntry[] | undefined;
 
@@ -137,6 +138,14 @@ export class GossipState {
   /** This node's own entry. */
   get self(): MemberEntry {
     return this.selfEntry;
+  }
+
+  /**
+   * The newest entry peers gossiped about an earlier incarnation of this node (before this start), if
+   * any: a node that lost its data and rejoins under the same id learns here that it was a member.
+   */
+  get previousIncarnation(): MemberEntry | undefined {
+    return this.previous;
   }
 
   /** Every known entry, tombstones included, sorted by id. */
@@ -191,7 +200,12 @@ export class GossipState {
     const winners = new Map<string, MemberEntry>();
     for (const raw of entries) {
       const entry = freezeEntry(raw);
-      if (entry.id === this.selfEntry.id) continue;
+      if (entry.id === this.selfEntry.id) {
+        const older = entry.generation < this.selfEntry.generation;
+        if (older && (this.previous === undefined || compareEntries(entry, this.previous) > 0))
+          this.previous = entry;
+        continue;
+      }
       const best = winners.get(entry.id) ?? this.entries.get(entry.id);
       if (best === undefined || compareEntries(entry, best) > 0) winners.set(entry.id, entry);
     }

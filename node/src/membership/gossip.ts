@@ -6,7 +6,13 @@
 import type { Logger } from 'pino';
 import { InvalidRequestError, PeerUnavailableError } from '../errors.js';
 import { Ring } from '../ring/index.js';
-import { checkCluster, type Digest, GossipState, type MemberEntry } from './gossip-state.js';
+import {
+  checkCluster,
+  type Digest,
+  GossipState,
+  type MemberEntry,
+  type MemberStatus,
+} from './gossip-state.js';
 import type { Member, MemberState, Membership } from './membership.js';
 import { PhiAccrualDetector } from './phi.js';
 
@@ -44,7 +50,8 @@ export class GossipMembership implements Membership {
   private readonly table: GossipState;
   private readonly detector: PhiAccrualDetector;
   private readonly now: () => number;
-  private theRing: Ring;
+  private theRing!: Ring;
+  private thePendingRing: Ring | undefined;
   private list: Member[] = [];
   private timer: NodeJS.Timeout | undefined;
   private joined: boolean;
@@ -55,7 +62,7 @@ export class GossipMembership implements Membership {
     this.now = opts.now ?? Date.now;
     this.table = new GossipState(opts.cluster, opts.self);
     this.detector = new PhiAccrualDetector({ threshold: opts.phiThreshold });
-    this.theRing = this.rebuild();
+    this.rebuild();
     // A seed may bootstrap a new cluster alone; any other node is joined once a seed has answered.
     this.joined = opts.seeds.length === 0 || opts.seeds.includes(opts.self.address);
   }
@@ -100,7 +107,7 @@ export class GossipMembership implements Membership {
   async round(): Promise<void> {
     this.table.beat();
     const others = this.list.filter((m) => m.id !== this.self);
-    const live = others.filter((m) => this.state(m.id) === 'up');
+    const live = others.filter((m) => this.state(m.id) !== 'down');
     const down = others.filter((m) => this.state(m.id) === 'down');
     const targets: string[] = [];
     const pick = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)];
@@ -155,25 +162,66 @@ export class GossipMembership implements Membership {
     const now = this.now();
     // A member's newer version is a heartbeat from it, however many hops the news took.
     for (const e of changed) if (e.id !== this.self) this.detector.heartbeat(e.id, now);
-    this.theRing = this.rebuild();
+    this.rebuild();
   }
 
-  private rebuild(): Ring {
-    this.list = this.table
-      .members()
-      .filter((e) => e.status !== 'removed' && e.tokens.length > 0)
-      .map((e) => ({
-        id: e.id,
-        address: e.address,
-        tokens: [...e.tokens],
-        ...(e.rack ? { rack: e.rack } : {}),
-        ...(e.http ? { http: e.http } : {}),
-      }));
-    return new Ring(this.list);
+  /** Recomputes the member list, the serving ring and the pending ring from the table. */
+  private rebuild(): void {
+    const entries = this.table.members().filter((e) => e.status !== 'removed' && e.tokens.length > 0);
+    this.list = entries.map((e) => ({
+      id: e.id,
+      address: e.address,
+      tokens: [...e.tokens],
+      ...(e.rack ? { rack: e.rack } : {}),
+      ...(e.http ? { http: e.http } : {}),
+    }));
+    const serving = this.list.filter((_, i) => entries[i]!.status !== 'joining');
+    // Nodes that all start at once are all joining at first: the ring is theirs until one is up.
+    this.theRing = new Ring(serving.length > 0 ? serving : this.list);
+    const moving = entries.some((e) => e.status === 'joining' || e.status === 'leaving');
+    const after = this.list.filter((_, i) => entries[i]!.status !== 'leaving');
+    this.thePendingRing = moving && after.length > 0 ? new Ring(after) : undefined;
   }
 
   ring(): Ring {
     return this.theRing;
+  }
+
+  pendingRing(): Ring | undefined {
+    return this.thePendingRing;
+  }
+
+  /** This node's gossiped status. */
+  get status(): MemberStatus {
+    return this.table.self.status;
+  }
+
+  /** A member's gossiped status (no failure-detector verdict), or undefined when unknown. */
+  statusOf(id: string): MemberStatus | undefined {
+    return this.table.get(id)?.status;
+  }
+
+  /** The entry an earlier incarnation of this node had, as peers told us (see GossipState). */
+  get previousIncarnation(): MemberEntry | undefined {
+    return this.table.previousIncarnation;
+  }
+
+  /** Changes this node's status (joining → up, up → leaving → removed) and tells peers at the next round. */
+  setStatus(status: MemberStatus): void {
+    this.table.updateSelf({ status });
+    this.rebuild();
+  }
+
+  /**
+   * Pushes this node's entry to every other member the detector does not hold down, now rather than
+   * at gossip's pace; resolves with the members that did not take it. A move waits for this so every
+   * coordinator sends writes to the new replicas before any data is streamed.
+   */
+  async announce(timeoutMs: number): Promise<string[]> {
+    const push: GossipMessage = { op: 'gossip.push', cluster: this.cluster, entries: [this.table.self] };
+    const others = this.list.filter((m) => m.id !== this.self && this.state(m.id) !== 'down');
+    const results = await Promise.allSettled(others.map((m) => this.opts.request(m.id, push, timeoutMs)));
+    return others.filter((_, i) => results[i]!.status === 'rejected').map((m) => m.id);
   }
 
   members(): readonly Member[] {
@@ -185,11 +233,11 @@ export class GossipMembership implements Membership {
     return this.table.get(id)?.address;
   }
 
-  /** Gossiped status, with 'down' when the failure detector no longer hears an up member. */
+  /** Gossiped status, with 'down' when the failure detector no longer hears a member. */
   state(id: string): MemberState {
     const entry = this.table.get(id);
     if (!entry) return 'removed';
-    if (id !== this.self && entry.status === 'up' && !this.detector.isAvailable(id, this.now()))
+    if (id !== this.self && entry.status !== 'removed' && !this.detector.isAvailable(id, this.now()))
       return 'down';
     return entry.status;
   }
@@ -215,7 +263,7 @@ export class GossipMembership implements Membership {
     // The tombstone outranks the dead node's own entry everywhere gossip takes it.
     this.table.markRemoved(id);
     this.detector.remove(id);
-    this.theRing = this.rebuild();
+    this.rebuild();
     this.opts.log.warn({ removed: id }, 'member removed from the cluster');
   }
 

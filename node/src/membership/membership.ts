@@ -1,6 +1,6 @@
 /**
  * Cluster membership as the rest of the node sees it: who the members are, where to reach them,
- * and the ring they form. Static for now; gossip will implement the same interface.
+ * and the ring they form. Static (a fixed list) or gossip (members join and leave) behind one interface.
  */
 import type { Ring, Token } from '../ring/index.js';
 
@@ -19,8 +19,17 @@ export interface Member {
 export interface Membership {
   readonly self: string;
   readonly cluster: string;
-  /** The ring of current members (a new object whenever membership changes). */
+  /**
+   * The ring that serves reads and writes now: members that are up or leaving (a new object whenever
+   * membership changes). Joining members are not in it until they have streamed their data in.
+   */
   ring(): Ring;
+  /**
+   * The ring once the joins and leaves under way complete (joining members in, leaving ones out), or
+   * undefined when none is under way. Writes also go to its replicas, so nothing written during a move
+   * is missing afterwards.
+   */
+  pendingRing(): Ring | undefined;
   members(): readonly Member[];
   /** Transport address of a member, or undefined when unknown. */
   address(id: string): string | undefined;

@@ -81,6 +81,10 @@ export class StaticMembership implements Membership {
     }
   }
 
+  pendingRing(): undefined {
+    return undefined;
+  }
+
   ring(): Ring {
     return this.theRing;
   }

@@ -18,6 +18,8 @@ export interface MetricSources {
   hints: PendingHints;
   /** phi of every other member (empty with static membership). */
   phis: () => Map<string, number>;
+  /** Token ranges a join or decommission of this node has still to move (0 when none is running). */
+  streamRangesPending: () => number;
 }
 
 /** Hints waiting per target replica, read at scrape time. */
@@ -48,8 +50,10 @@ export class NodeMetrics {
   readonly merkleKeysRepaired: Counter;
   readonly merkleBytes: Counter;
   readonly tombstonesReaped: Counter;
+  readonly streamBytes: Counter<'direction'>;
+  readonly streamKeys: Counter<'direction'>;
 
-  constructor(node: string, { storage, members, hints, phis }: MetricSources) {
+  constructor(node: string, { storage, members, hints, phis, streamRangesPending }: MetricSources) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     // Gauges whose names end in _total break Prometheus naming rules (promtool flags them); the same
@@ -168,6 +172,30 @@ export class NodeMetrics {
       name: 'dynamo_tombstones_reaped_total',
       help: 'Keys whose tombstones this node removed from every replica after the grace period.',
       registers,
+    });
+    this.streamBytes = new Counter({
+      name: 'dynamo_stream_bytes_total',
+      help: 'Object bytes streamed by joins and decommissions: in (received by this node) or out (sent).',
+      labelNames: ['direction'],
+      registers,
+    });
+    this.streamKeys = new Counter({
+      name: 'dynamo_stream_keys_total',
+      help: 'Objects streamed by joins and decommissions: in (received by this node) or out (sent).',
+      labelNames: ['direction'],
+      registers,
+    });
+    for (const direction of ['in', 'out']) {
+      this.streamBytes.inc({ direction }, 0);
+      this.streamKeys.inc({ direction }, 0);
+    }
+    new Gauge({
+      name: 'dynamo_stream_ranges_pending',
+      help: "Token ranges this node's join or decommission has still to stream (0 when none is running).",
+      registers,
+      collect() {
+        this.set(streamRangesPending());
+      },
     });
     new Gauge({
       name: 'dynamo_member_phi',

@@ -37,6 +37,8 @@ export interface StoreOptions {
 
 const OBJECTS = 'o:';
 const META = 'm:';
+/** Where a scan stopped: resume with scan(scanCursor(bucket, key)). */
+export const scanCursor = (bucket: string, key: string) => `${bucket}\u0000${key}`;
 /** LevelDB key of an object; bucket names cannot hold NUL, so the split is unambiguous. */
 const objectKey = (bucket: string, key: string) => `${OBJECTS}${bucket}\u0000${key}`;
 
@@ -134,9 +136,13 @@ export class ObjectStore {
     });
   }
 
-  /** Every stored object as (bucket, key, encoded bytes), in key order; the iterator reads a snapshot. */
-  async *scan(): AsyncGenerator<[string, string, Buffer]> {
-    for await (const [k, v] of this.db.iterator({ gte: OBJECTS, lt: `${OBJECTS}\uffff` })) {
+  /**
+   * Every stored object as (bucket, key, encoded bytes), in key order, from just after the cursor
+   * (scanCursor(bucket, key) of the last one seen) when given; the iterator reads a snapshot.
+   */
+  async *scan(after?: string): AsyncGenerator<[string, string, Buffer]> {
+    const from = after === undefined ? { gte: OBJECTS } : { gt: OBJECTS + after };
+    for await (const [k, v] of this.db.iterator({ ...from, lt: `${OBJECTS}\uffff` })) {
       const nul = k.indexOf('\u0000');
       yield [k.slice(OBJECTS.length, nul), k.slice(nul + 1), v];
     }
@@ -149,6 +155,10 @@ export class ObjectStore {
 
   async putMeta(name: string, value: Buffer): Promise<void> {
     await this.db.put(META + name, value, { sync: this.options.syncWrites });
+  }
+
+  async delMeta(name: string): Promise<void> {
+    await this.db.del(META + name, { sync: this.options.syncWrites });
   }
 
   /** All metadata entries whose name starts with prefix. */

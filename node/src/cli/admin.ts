@@ -1,0 +1,62 @@
+/** `dynamo status` and `dynamo decommission`: one node's lifecycle and its join or decommission progress. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { StreamStatus } from '../streaming/streamer.js';
+
+interface NodeStatus {
+  id: string;
+  cluster: string;
+  state: string;
+  stream: StreamStatus | null;
+}
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/** Calls a node's admin API; throws Error with the node's own message on an error answer. */
+async function admin(endpoint: string, path: string, method = 'GET'): Promise<NodeStatus> {
+  const res = await fetch(new URL(path, endpoint), { method, signal: AbortSignal.timeout(10_000) }).catch(
+    (err: Error) => {
+      const cause = (err.cause as Error | undefined)?.message ?? err.message;
+      throw new Error(`cannot reach the node at ${endpoint} (${cause}); is it running?`);
+    },
+  );
+  const body = (await res.json()) as NodeStatus & { error?: string; message?: string };
+  if (!res.ok) throw new Error(`${body.message ?? res.statusText} (${res.status} ${body.error ?? ''})`);
+  return body;
+}
+
+/** Human-readable lines for a node's status. */
+export function formatStatus(s: NodeStatus): string[] {
+  const lines = [`node ${s.id} (cluster ${s.cluster}): ${s.state}`];
+  const st = s.stream;
+  if (!st) return lines;
+  const when = st.finishedAt ? `finished ${st.finishedAt}` : `running since ${st.startedAt}`;
+  lines.push(
+    `${st.kind}${st.mode ? ` (${st.mode})` : ''}, ${when}: ${st.rangesPending} of ${st.rangesTotal} ranges left, ` +
+      `${st.keys} keys / ${mb(st.bytes)} moved, at most ${mb(st.bytesLeft)} left to scan`,
+  );
+  for (const p of st.peers) {
+    const share = p.total > 0 ? Math.min(100, (p.scanned / p.total) * 100).toFixed(0) : '0';
+    lines.push(
+      `  ${st.kind === 'join' ? 'from' : 'scan of'} ${p.id}: ${p.done ? 'done' : `${share}% scanned`}`,
+    );
+  }
+  if (st.error) lines.push(`  retrying: ${st.error}`);
+  return lines;
+}
+
+/** Prints the status once, or with watch every second until no join or decommission is running. */
+export async function cmdStatus(endpoint: string, watch: boolean): Promise<void> {
+  for (;;) {
+    const s = await admin(endpoint, '/admin/status');
+    console.log(formatStatus(s).join('\n'));
+    if (!watch || (s.state !== 'joining' && s.state !== 'leaving')) return;
+    await sleep(1000);
+  }
+}
+
+/** Starts the node's decommission, then (with watch) follows it until the node has left. */
+export async function cmdDecommission(endpoint: string, force: boolean, watch: boolean): Promise<void> {
+  const s = await admin(endpoint, `/admin/decommission${force ? '?force=true' : ''}`, 'POST');
+  console.log(formatStatus(s).join('\n'));
+  if (watch) await cmdStatus(endpoint, true);
+}
