@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 command -v node >/dev/null || need+=(nodejs npm)
+command -v ip >/dev/null || need+=(iproute2) # network namespaces for test/chaos (partition test)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -272,4 +272,29 @@ describe('Coordinator', () => {
     expect(pref).not.toContain(holders[0]!.id); // the stand-in is outside the preference list
     expect(holders[0]!.id).not.toBe(down);
   });
+
+  it('with every replica unreachable, a stand-in coordinates a sloppy write as a hint; a strict write is refused', async () => {
+    const { net, nodes } = await cluster(['a', 'b', 'c', 'd', 'e'], 3);
+    // A key none of whose replicas is a, so a can coordinate while all of them are cut off.
+    let key = '';
+    for (let i = 0; key === ''; i++)
+      if (!nodes.a!.coordinator.preferenceList('b', `p${i}`).includes('a')) key = `p${i}`;
+    const pref = nodes.a!.coordinator.preferenceList('b', key);
+    for (const id of pref) net.setDown(id, true);
+
+    const strict = await nodes
+      .a!.coordinator.put('b', key, sib('s'), { ...write, strict: true })
+      .catch((e) => e);
+    expect(strict).toMatchObject({ needed: 2, got: 0 });
+    const stored = await nodes.a!.coordinator.put('b', key, sib('sloppy'), write);
+    expect(texts(stored)).toEqual(['sloppy']);
+    // A hint for every replica: kept by the stand-ins outside the preference list, and by the
+    // coordinator for the one no stand-in was left for. None stored the value as a replica.
+    const hinted = Object.values(nodes).flatMap((n) =>
+      n.hints.filter((h) => h.key === key).map((h) => h.target),
+    );
+    expect(hinted).toHaveLength(2);
+    for (const id of pref) expect([...hinted, ...nodes.a!.missed]).toContain(id);
+    for (const n of Object.values(nodes)) expect(n.store.get('b', key)).toBeUndefined();
+  });
 });

@@ -91,16 +91,9 @@ export class Coordinator {
     const remaining = () => Math.max(1, deadline - Date.now());
     const reasons: string[] = [];
     let first: { peer: string; reply: PutReply } | undefined;
+    const put = { b: bucket, k: key, ctx: opts.context, sib: sibling, lww: isLww, rid: opts.rid };
     for (const peer of order) {
-      const req: ReplicaRequest = {
-        op: 'put',
-        b: bucket,
-        k: key,
-        ctx: opts.context,
-        sib: sibling,
-        lww: isLww,
-        rid: opts.rid,
-      };
+      const req: ReplicaRequest = { op: 'put', ...put };
       try {
         first = { peer, reply: (await this.deps.call(peer, req, remaining())) as PutReply };
         break;
@@ -114,14 +107,28 @@ export class Coordinator {
         this.deps.log.debug({ peer, err: (err as Error).message, rid: opts.rid }, 'put coordination failed');
       }
     }
+    const standIns = opts.strict ? [] : this.substitutes(bucket, key, pref);
+    // No replica reachable (say, all across a partition): a stand-in coordinates it as a hint for the
+    // first replica, as Dynamo's sloppy quorum does, so this side of the partition stays writable.
+    let hintedFor: string | undefined;
+    for (let sub = first ? undefined : standIns.shift(); sub !== undefined; sub = standIns.shift()) {
+      const req: ReplicaRequest = { op: 'put.hint', target: pref[0]!, ...put };
+      try {
+        first = { peer: sub, reply: (await this.deps.call(sub, req, remaining())) as PutReply };
+        hintedFor = pref[0];
+        break;
+      } catch (err) {
+        reasons.push((err as Error).message);
+      }
+    }
     if (!first) throw new QuorumNotMetError('put', opts.w, 0, reasons);
     const obj = first.reply.obj;
     const merge: ReplicaRequest = { op: 'merge', b: bucket, k: key, obj, lww: isLww, rid: opts.rid };
     const missed = (peer: string) => this.deps.onReplicaMissed?.(peer, bucket, key, obj);
     // Replicas tried before the one that coordinated the write did not take it.
-    for (const peer of order.slice(0, order.indexOf(first.peer))) missed(peer);
-    const others = pref.filter((p) => p !== first.peer);
-    const standIns = opts.strict ? [] : this.substitutes(bucket, key, pref);
+    const tried = hintedFor ? order : order.slice(0, order.indexOf(first.peer));
+    for (const peer of tried) if (peer !== hintedFor) missed(peer);
+    const others = pref.filter((p) => p !== first.peer && p !== hintedFor);
     /** Asks the next unused substitute to keep the write as a hint for peer; rejects when none will. */
     const standIn = async (peer: string): Promise<unknown> => {
       for (let sub = standIns.shift(); sub !== undefined; sub = standIns.shift()) {

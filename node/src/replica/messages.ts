@@ -9,6 +9,20 @@ export type ReplicaRequest =
   | { op: 'put'; b: string; k: string; ctx: VersionVector; sib: Sibling; lww: boolean; rid?: string }
   /** Merge an object (replication, read repair) into the local copy. */
   | { op: 'merge'; b: string; k: string; obj: Buffer; lww: boolean; rid?: string }
+  /**
+   * Sloppy quorum when no replica of the key is reachable: coordinate the write here, as a stand-in,
+   * on an empty local state (so only ctx is superseded), and keep the result as a hint for target.
+   */
+  | {
+      op: 'put.hint';
+      target: string;
+      b: string;
+      k: string;
+      ctx: VersionVector;
+      sib: Sibling;
+      lww: boolean;
+      rid?: string;
+    }
   /** Sloppy quorum: keep a write for a replica that is down, as a hint, and hand it over later. */
   | { op: 'hint.store'; target: string; b: string; k: string; obj: Buffer; rid?: string }
   /** Tombstone GC: delete the key if the local copy is still exactly this all-tombstone version. */

@@ -73,6 +73,16 @@ export class Replica {
         });
         return { ok: true };
       }
+      case 'put.hint': {
+        if (!this.opts.storeHint) throw new InvalidRequestError('no_hints', 'this node keeps no hints');
+        const next = this.bound(
+          update(withContext(req.ctx, req.sib), undefined, this.opts.self, this.now()),
+          req.lww,
+        );
+        const obj = encodeObject(next);
+        await this.opts.storeHint({ target: req.target, bucket: req.b, key: req.k, obj });
+        return { obj } satisfies PutReply;
+      }
       case 'hint.store':
         if (!this.opts.storeHint) throw new InvalidRequestError('no_hints', 'this node keeps no hints');
         await this.opts.storeHint({ target: req.target, bucket: req.b, key: req.k, obj: req.obj });

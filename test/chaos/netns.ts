@@ -1,0 +1,146 @@
+/**
+ * Real node processes, each in its own Linux network namespace, wired to one bridge (in a namespace of
+ * its own) like hosts on a switch; the test process reaches them through one more veth. A partition is
+ * a blackhole route in each node's namespace for the addresses across it: packets vanish as on a real
+ * network, TCP connections hang until timeouts and the failure detector notice. Needs root and iproute2.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI, waitFor } from '../integration/harness.js';
+
+const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+
+export interface NsNode {
+  id: string;
+  ns: string;
+  address: string;
+  url: string;
+  dataDir: string;
+  proc?: ChildProcess;
+  output: string[];
+}
+
+export class NetnsCluster {
+  private readonly blackholes = new Set<string>();
+
+  private constructor(
+    readonly nodes: NsNode[],
+    private readonly tag: string,
+    private readonly root: string,
+    private readonly args: string[],
+  ) {}
+
+  /** Namespaces dkv<tag>-*, a bridge, and count nodes started through gossip (n1 is the seed). */
+  static async start(count: number, args: string[] = []): Promise<NetnsCluster> {
+    if (process.getuid?.() !== 0)
+      throw new Error('the partition test makes network namespaces: run it as root (CI does)');
+    const tag = String(process.pid % 10000);
+    const subnet = `10.213.${100 + (process.pid % 100)}`;
+    const sw = `dkv${tag}-sw`;
+    const host = `dkv${tag}h`;
+    // A namespace left over by an earlier run that died would hold the same names.
+    for (const ns of ip('netns', 'list')
+      .split('\n')
+      .map((l) => l.split(' ')[0]!))
+      if (ns.startsWith(`dkv${tag}-`)) ip('netns', 'del', ns);
+    ip('netns', 'add', sw);
+    ip('-n', sw, 'link', 'add', 'br0', 'type', 'bridge');
+    ip('-n', sw, 'link', 'set', 'br0', 'up');
+    ip('link', 'add', host, 'type', 'veth', 'peer', 'name', 'host', 'netns', sw);
+    ip('-n', sw, 'link', 'set', 'host', 'master', 'br0', 'up');
+    ip('addr', 'add', `${subnet}.1/24`, 'dev', host);
+    ip('link', 'set', host, 'up');
+    const root = mkdtempSync(join(tmpdir(), 'dynamo-netns-'));
+    const nodes: NsNode[] = [];
+    for (let i = 1; i <= count; i++) {
+      const ns = `dkv${tag}-n${i}`;
+      ip('netns', 'add', ns);
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', `p${i}`, 'netns', sw);
+      ip('-n', sw, 'link', 'set', `p${i}`, 'master', 'br0', 'up');
+      const address = `${subnet}.${i + 1}`;
+      ip('-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+      ip('-n', ns, 'link', 'set', 'eth0', 'up');
+      nodes.push({
+        id: `n${i}`,
+        ns,
+        address,
+        url: `http://${address}:8080`,
+        dataDir: join(root, `n${i}`),
+        output: [],
+      });
+    }
+    const cluster = new NetnsCluster(nodes, tag, root, args);
+    await cluster.startNode(0);
+    await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+    return cluster;
+  }
+
+  url(i: number): string {
+    return this.nodes[i]!.url;
+  }
+
+  async startNode(i: number): Promise<void> {
+    const node = this.nodes[i]!;
+    const seed = this.nodes[0]!.address;
+    const args = ['netns', 'exec', node.ns, process.execPath, CLI, 'node', '--node-id', node.id];
+    args.push('--seeds', `${seed}:7070`, '--advertise', `${node.address}:7070`, '--advertise-http', node.url);
+    args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
+    args.push(...this.args);
+    const proc = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    node.proc = proc;
+    const keep = (b: Buffer) => node.output.push(b.toString());
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
+    await waitFor(
+      `${node.id} ready`,
+      async () => {
+        if (proc.exitCode !== null) throw new Error(`${node.id} exited: ${node.output.join('')}`);
+        return (await fetch(`${node.url}/ready`, { signal: AbortSignal.timeout(1000) })).ok;
+      },
+      30_000,
+    );
+  }
+
+  /** Cuts every path between the two groups (indices), both ways. */
+  partition(a: number[], b: number[]): void {
+    for (const [from, to] of [
+      [a, b],
+      [b, a],
+    ] as const) {
+      for (const i of from)
+        for (const j of to) {
+          const route = `${this.nodes[i]!.ns} ${this.nodes[j]!.address}`;
+          ip('-n', this.nodes[i]!.ns, 'route', 'add', 'blackhole', `${this.nodes[j]!.address}/32`);
+          this.blackholes.add(route);
+        }
+    }
+  }
+
+  /** Restores every path cut by partition(). */
+  heal(): void {
+    for (const route of this.blackholes) {
+      const [ns, address] = route.split(' ') as [string, string];
+      ip('-n', ns, 'route', 'del', 'blackhole', `${address}/32`);
+    }
+    this.blackholes.clear();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.nodes.map(async (n) => {
+        const proc = n.proc;
+        if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGKILL');
+        await exited;
+      }),
+    );
+    // Deleting the namespaces removes their veths, and with the switch's, the host end too.
+    for (const n of this.nodes) ip('netns', 'del', n.ns);
+    ip('netns', 'del', `dkv${this.tag}-sw`);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
