@@ -148,6 +148,8 @@ export class TcpTransport implements Transport {
             return;
           }
           from = String(hello.node);
+          // The peer just reached us, so it is back: stop failing our requests to it fast.
+          this.retryAt.delete(from);
           send(socket, FrameKind.HelloOk, frame.id, { node: this.opts.self });
         } else if (frame.kind === FrameKind.Request) {
           if (from === undefined) {
