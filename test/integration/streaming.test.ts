@@ -72,7 +72,11 @@ describe('join and decommission', () => {
     // The CLI shows the same: state, ranges and bytes.
     const cli = execFileSync(process.execPath, [CLI, 'status', '--endpoint', c.url(n4)]).toString();
     expect(cli).toContain('node n4 (cluster dynamo): up');
-    expect(cli).toMatch(new RegExp(`join \\((displaced|all)\\), finished .*: 0 of ${joined.rangesTotal} ranges left, ${joined.keys} keys`));
+    expect(cli).toMatch(
+      new RegExp(
+        `join \\((displaced|all)\\), finished .*: 0 of ${joined.rangesTotal} ranges left, ${joined.keys} keys`,
+      ),
+    );
     // Every member serves the new node once it is up.
     for (const i of [0, 1, 2]) {
       await waitFor(`n${i + 1} sees n4 up`, async () => {
