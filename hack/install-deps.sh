@@ -10,4 +10,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}"
 fi
 bash "$(dirname "$0")/install-prometheus.sh" # prometheus + promtool for test/dashboard
+bash "$(dirname "$0")/install-helm.sh" >/dev/null # helm + kubectl for test/chart (cached under ~/.cache/dynamo-kv)
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<18)) { console.error("Node >= 20.18 required, have "+process.version); process.exit(1) }'

@@ -1,0 +1,139 @@
+// The DynamoCluster resource as TypeScript types: what users write in spec, what the operator reports in status.
+// crds/dynamokv.io_dynamoclusters.yaml is the schema the API server enforces; keep the two in step.
+
+import type { V1ObjectMeta } from '@kubernetes/client-node';
+
+export const GROUP = 'dynamokv.io';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'DynamoCluster';
+export const PLURAL = 'dynamoclusters';
+/** Field manager of every server-side apply and status patch the operator makes. */
+export const FIELD_MANAGER = 'dynamo-operator';
+
+/** Client and admin HTTP port of a node. */
+export const HTTP_PORT = 8080;
+/** Node-to-node port. */
+export const PEER_PORT = 7070;
+/** Where a node keeps its LevelDB; the PersistentVolumeClaim is mounted here. */
+export const DATA_DIR = '/var/lib/dynamo';
+
+export interface Replication {
+  n: number;
+  r: number;
+  w: number;
+}
+
+export interface Storage {
+  /** A Kubernetes quantity, e.g. "10Gi". */
+  size: string;
+  storageClassName?: string;
+  /** Keep a decommissioned node's PersistentVolumeClaim instead of deleting it. */
+  retainOnScaleDown: boolean;
+}
+
+export interface Toleration {
+  key?: string;
+  operator?: string;
+  value?: string;
+  effect?: string;
+  tolerationSeconds?: number;
+}
+
+export interface PodTemplateOverrides {
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  nodeSelector?: Record<string, string>;
+  tolerations?: Toleration[];
+  priorityClassName?: string;
+}
+
+export interface ResourceRequirements {
+  requests?: Record<string, string>;
+  limits?: Record<string, string>;
+}
+
+/** The spec as users write it: everything but nothing is optional (the API server fills schema defaults). */
+export interface DynamoClusterSpecInput {
+  nodes?: number;
+  image?: string;
+  imagePullPolicy?: string;
+  tokensPerNode?: number;
+  replication?: Partial<Replication>;
+  seeds?: number;
+  storage?: Partial<Storage>;
+  resources?: ResourceRequirements;
+  /** Node label whose value is a node's rack (zone); pods spread across its values and report it as DYNAMO_RACK. */
+  rackTopologyKey?: string;
+  hintedHandoff?: { windowSeconds?: number };
+  antiEntropy?: { intervalSeconds?: number };
+  podTemplate?: PodTemplateOverrides;
+}
+
+/** The spec with every default filled in: what the builders and steps work from. */
+export interface DynamoClusterSpec {
+  nodes: number;
+  image: string;
+  imagePullPolicy: string;
+  tokensPerNode: number;
+  replication: Replication;
+  seeds: number;
+  storage: Storage;
+  resources: ResourceRequirements;
+  rackTopologyKey: string;
+  hintedHandoff: { windowSeconds: number };
+  antiEntropy: { intervalSeconds: number };
+  podTemplate: PodTemplateOverrides;
+}
+
+export type ConditionType = 'Ready' | 'Scaling' | 'Decommissioning' | 'Degraded' | 'Valid';
+
+export interface Condition {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export type Phase = 'Pending' | 'Creating' | 'Ready' | 'Scaling' | 'Decommissioning' | 'Degraded' | 'Invalid';
+
+export interface MemberStatus {
+  name: string;
+  tokens: number;
+  /** Ready, NotReady, Missing (no pod yet), Leaving (being decommissioned), or the ring state when known. */
+  state: string;
+}
+
+/** The scale-down the operator has committed to: recorded before the node is asked to leave. */
+export interface DecommissionRecord {
+  node: string;
+  ordinal: number;
+  startedAt: string;
+  /** Last progress the node reported, for `kubectl describe`. */
+  state?: string;
+  rangesPending?: number;
+  error?: string;
+}
+
+export interface DynamoClusterStatus {
+  phase?: Phase;
+  nodes?: number;
+  readyNodes?: number;
+  members?: MemberStatus[];
+  conditions?: Condition[];
+  observedGeneration?: number;
+  decommissioning?: DecommissionRecord | null;
+}
+
+/** Object metadata with the fields a stored object always has. */
+export type ObjectMeta = V1ObjectMeta & { name: string; namespace: string; uid: string };
+
+export interface DynamoCluster {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: ObjectMeta;
+  spec: DynamoClusterSpecInput;
+  status?: DynamoClusterStatus;
+}

@@ -1,0 +1,204 @@
+// The StatefulSet running a cluster's nodes: stable names and volumes per ordinal, created one at a time in order.
+import type { V1Affinity, V1EnvVar, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
+import { DATA_DIR, type DynamoCluster, type DynamoClusterSpec, HTTP_PORT, PEER_PORT } from '../api-types.js';
+import {
+  LABEL_COMPONENT,
+  peerServiceName,
+  seedAddresses,
+  selectorLabels,
+  statefulSetName,
+  tokenConfigMapName,
+  VOLUME_CLAIM,
+} from '../names.js';
+import { ownedMeta } from './meta.js';
+
+export const CONTAINER_NAME = 'dynamo';
+/** Where the token ConfigMap is mounted: one file per node, named after the pod. */
+export const TOKENS_DIR = '/etc/dynamo/tokens';
+/** How long a pod waits for its tokens file before failing (and being restarted by the kubelet). */
+export const TOKENS_WAIT_SECONDS = 120;
+
+/**
+ * The container's entry point. A node must start with the tokens the operator chose for it (they are persisted
+ * on first start and never change), so it waits for its entry in the mounted ConfigMap and fails rather than
+ * start with tokens of its own.
+ */
+export const NODE_START_SCRIPT = [
+  'set -eu',
+  `f="${TOKENS_DIR}/\${DYNAMO_NODE_ID}"`,
+  'waited=0',
+  'while [ ! -s "$f" ]; do',
+  `  if [ "$waited" -ge ${TOKENS_WAIT_SECONDS} ]; then echo "no tokens for \${DYNAMO_NODE_ID} in $f" >&2; exit 1; fi`,
+  '  sleep 2; waited=$((waited + 2))',
+  'done',
+  'DYNAMO_INITIAL_TOKENS="$(cat "$f")"',
+  'export DYNAMO_INITIAL_TOKENS',
+  'exec node dist/node/src/cli/main.js node',
+].join('\n');
+
+/** Environment of a node: its identity from the downward API, the ring settings from the spec. */
+export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvVar[] {
+  const { name, namespace } = cluster.metadata;
+  const podDns = `$(DYNAMO_NODE_ID).${peerServiceName(name)}.${namespace}.svc.cluster.local`;
+  return [
+    { name: 'DYNAMO_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+    { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+    { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    { name: 'DYNAMO_CLUSTER_NAME', value: name },
+    { name: 'DYNAMO_HTTP_HOST', value: '0.0.0.0' },
+    { name: 'DYNAMO_HTTP_PORT', value: String(HTTP_PORT) },
+    { name: 'DYNAMO_PEER_HOST', value: '0.0.0.0' },
+    { name: 'DYNAMO_PEER_PORT', value: String(PEER_PORT) },
+    // $(VAR) expands variables defined above it: each pod advertises its own stable DNS name.
+    { name: 'DYNAMO_ADVERTISE', value: `${podDns}:${PEER_PORT}` },
+    { name: 'DYNAMO_ADVERTISE_HTTP', value: `http://${podDns}:${HTTP_PORT}` },
+    { name: 'DYNAMO_SEEDS', value: seedAddresses(cluster, spec.seeds).join(',') },
+    { name: 'DYNAMO_TOKENS', value: String(spec.tokensPerNode) },
+    { name: 'DYNAMO_DATA_DIR', value: DATA_DIR },
+    { name: 'DYNAMO_DEFAULT_N', value: String(spec.replication.n) },
+    { name: 'DYNAMO_DEFAULT_R', value: String(spec.replication.r) },
+    { name: 'DYNAMO_DEFAULT_W', value: String(spec.replication.w) },
+    { name: 'DYNAMO_HINT_WINDOW_MS', value: String(spec.hintedHandoff.windowSeconds * 1000) },
+    { name: 'DYNAMO_ANTI_ENTROPY_INTERVAL_MS', value: String(spec.antiEntropy.intervalSeconds * 1000) },
+    { name: 'DYNAMO_LOG_LEVEL', value: 'info' },
+  ];
+}
+
+/** Spread nodes over hosts first and zones (racks) second; preferred, so small clusters still schedule. */
+export function antiAffinity(clusterName: string, rackTopologyKey: string): V1Affinity {
+  const labelSelector = { matchLabels: selectorLabels(clusterName) };
+  return {
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        { weight: 100, podAffinityTerm: { labelSelector, topologyKey: 'kubernetes.io/hostname' } },
+        { weight: 50, podAffinityTerm: { labelSelector, topologyKey: rackTopologyKey } },
+      ],
+    },
+  };
+}
+
+/** The StatefulSet with the given replica count (the scaling steps decide it; never spec.nodes directly). */
+export function buildStatefulSet(
+  cluster: DynamoCluster,
+  spec: DynamoClusterSpec,
+  replicas: number,
+): V1StatefulSet {
+  const name = cluster.metadata.name;
+  const selector = selectorLabels(name);
+  const overrides = spec.podTemplate;
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'StatefulSet',
+    metadata: ownedMeta(cluster, statefulSetName(name)),
+    spec: {
+      replicas,
+      serviceName: peerServiceName(name),
+      podManagementPolicy: 'OrderedReady',
+      updateStrategy: { type: 'RollingUpdate' },
+      selector: { matchLabels: selector },
+      template: {
+        metadata: {
+          // The selector labels win over user labels: a pod that escaped its selector would be orphaned.
+          labels: { ...overrides.labels, ...selector, [LABEL_COMPONENT]: 'node' },
+          ...(overrides.annotations ? { annotations: overrides.annotations } : {}),
+        },
+        spec: {
+          terminationGracePeriodSeconds: 60,
+          // The image's non-root user; fsGroup makes the data volume writable by it on any storage.
+          securityContext: {
+            runAsNonRoot: true,
+            runAsUser: 65532,
+            runAsGroup: 65532,
+            fsGroup: 65532,
+            seccompProfile: { type: 'RuntimeDefault' },
+          },
+          affinity: antiAffinity(name, spec.rackTopologyKey),
+          ...(overrides.nodeSelector ? { nodeSelector: overrides.nodeSelector } : {}),
+          ...(overrides.tolerations ? { tolerations: overrides.tolerations } : {}),
+          ...(overrides.priorityClassName ? { priorityClassName: overrides.priorityClassName } : {}),
+          containers: [
+            {
+              name: CONTAINER_NAME,
+              image: spec.image,
+              imagePullPolicy: spec.imagePullPolicy,
+              command: ['sh', '-c', NODE_START_SCRIPT],
+              ports: [
+                { name: 'http', containerPort: HTTP_PORT, protocol: 'TCP' },
+                { name: 'peer', containerPort: PEER_PORT, protocol: 'TCP' },
+              ],
+              env: nodeEnv(cluster, spec),
+              securityContext: {
+                allowPrivilegeEscalation: false,
+                readOnlyRootFilesystem: true,
+                capabilities: { drop: ['ALL'] },
+              },
+              resources: spec.resources,
+              readinessProbe: {
+                httpGet: { path: '/ready', port: 'http' },
+                periodSeconds: 5,
+                timeoutSeconds: 3,
+                failureThreshold: 3,
+              },
+              livenessProbe: {
+                httpGet: { path: '/health', port: 'http' },
+                initialDelaySeconds: 15,
+                periodSeconds: 10,
+                timeoutSeconds: 5,
+                failureThreshold: 6,
+              },
+              // Give endpoints and peers a moment to stop sending here before the process gets SIGTERM.
+              lifecycle: { preStop: { exec: { command: ['sh', '-c', 'sleep 5'] } } },
+              volumeMounts: [
+                { name: VOLUME_CLAIM, mountPath: DATA_DIR },
+                { name: 'tokens', mountPath: TOKENS_DIR, readOnly: true },
+              ],
+            },
+          ],
+          volumes: [{ name: 'tokens', configMap: { name: tokenConfigMapName(name) } }],
+        },
+      },
+      volumeClaimTemplates: [
+        {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: { name: VOLUME_CLAIM, labels: selector },
+          spec: {
+            accessModes: ['ReadWriteOnce'],
+            ...(spec.storage.storageClassName ? { storageClassName: spec.storage.storageClassName } : {}),
+            resources: { requests: { storage: spec.storage.size } },
+          },
+        },
+      ],
+    },
+  };
+}
+
+/**
+ * The desired StatefulSet with the claim template's size and class taken from the existing one: the API server
+ * refuses to change volumeClaimTemplates, so a storage change applies to no node (the operator says so instead).
+ */
+export function keepImmutableFields(
+  desired: V1StatefulSet,
+  existing: V1StatefulSet | undefined,
+): V1StatefulSet {
+  const old = existing?.spec?.volumeClaimTemplates?.[0]?.spec;
+  const claim = desired.spec?.volumeClaimTemplates?.[0];
+  if (old === undefined || claim?.spec === undefined || desired.spec === undefined) return desired;
+  const storage = old.resources?.requests?.storage ?? claim.spec.resources?.requests?.storage;
+  const { storageClassName: _, ...rest } = claim.spec;
+  const keptClaim: V1PersistentVolumeClaim = {
+    ...claim,
+    spec: {
+      ...rest,
+      ...(old.storageClassName ? { storageClassName: old.storageClassName } : {}),
+      resources: storage === undefined ? {} : { requests: { storage } },
+    },
+  };
+  return { ...desired, spec: { ...desired.spec, volumeClaimTemplates: [keptClaim] } };
+}
+
+/** The storage request of an existing StatefulSet's claim template, to tell users a change did not apply. */
+export function claimedStorage(existing: V1StatefulSet | undefined): string | undefined {
+  const request = existing?.spec?.volumeClaimTemplates?.[0]?.spec?.resources?.requests?.storage;
+  return request === undefined ? undefined : String(request);
+}

@@ -1,0 +1,595 @@
+// Reconciling one DynamoCluster: a sequence of named steps, each safe to run again, each returning continue,
+// requeue-after or done (as cass-operator does). Every reconcile starts from a fresh read of the API server; the
+// status (phase, conditions, members, observedGeneration) is written at the end whichever step stopped it.
+import type { KubernetesObject, V1ConfigMap, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type {
+  DecommissionRecord,
+  DynamoCluster,
+  DynamoClusterSpec,
+  DynamoClusterStatus,
+} from './api-types.js';
+import { apiErrorMessage, type EventRecord, type KubeApi, type ObjectRef } from './kube.js';
+import { LABEL_CLUSTER, ordinalOf, podName, pvcName, statefulSetName, tokenConfigMapName } from './names.js';
+import type { NodeAdmin, NodeUrlResolver } from './node-admin.js';
+import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
+import { buildClientService, buildPeerService } from './objects/services.js';
+import { buildStatefulSet, claimedStorage, keepImmutableFields } from './objects/statefulset.js';
+import { buildTokenConfigMap } from './objects/token-config-map.js';
+import {
+  checkCapacity,
+  decideDecommission,
+  type PodView,
+  planScaling,
+  type ScalingDecision,
+} from './scaling.js';
+import { parseQuantity, validateSpec, withDefaults } from './spec.js';
+import { buildStatus } from './status.js';
+import { assignTokens, parseAssignments, type TokenAssignments } from './token-assignments.js';
+
+export type StepResult =
+  | { kind: 'continue' }
+  | { kind: 'requeue'; afterMs: number; reason: string }
+  | { kind: 'done'; reason: string };
+
+const CONTINUE: StepResult = { kind: 'continue' };
+const requeue = (afterMs: number, reason: string): StepResult => ({ kind: 'requeue', afterMs, reason });
+
+/** Everything one reconcile has read and decided so far. */
+export interface ReconcileContext {
+  cluster: DynamoCluster;
+  spec: DynamoClusterSpec;
+  problems: string[];
+  statefulSet?: V1StatefulSet;
+  tokenConfigMap?: V1ConfigMap;
+  tokens: TokenAssignments;
+  pods: PodView[];
+  decision?: ScalingDecision;
+  decommissioning: DecommissionRecord | null;
+  decommissionProblem?: string;
+  ringStates?: Map<string, string>;
+}
+
+export interface Step {
+  name: string;
+  run(ctx: ReconcileContext): Promise<StepResult>;
+}
+
+export interface ReconcilerDeps {
+  kube: KubeApi;
+  nodes: NodeAdmin;
+  nodeUrl: NodeUrlResolver;
+  log: Logger;
+  now?: () => Date;
+}
+
+/** Events already recorded per cluster uid, so a step that waits does not record the same Event every pass. */
+const RECENT_EVENT_MS = 10 * 60_000;
+
+export class Reconciler {
+  private readonly recentEvents = new Map<string, number>();
+  private readonly now: () => Date;
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  /** The steps, in order. */
+  readonly steps: Step[] = [
+    { name: 'validate-spec', run: (ctx) => this.validateSpec(ctx) },
+    { name: 'observe', run: (ctx) => this.observe(ctx) },
+    { name: 'ensure-services', run: (ctx) => this.ensureServices(ctx) },
+    { name: 'ensure-disruption-budget', run: (ctx) => this.ensureDisruptionBudget(ctx) },
+    { name: 'plan-scaling', run: (ctx) => this.planScaling(ctx) },
+    { name: 'ensure-tokens', run: (ctx) => this.ensureTokens(ctx) },
+    { name: 'ensure-statefulset', run: (ctx) => this.ensureStatefulSet(ctx) },
+    { name: 'scale-down', run: (ctx) => this.scaleDown(ctx) },
+    { name: 'await-scale-up', run: (ctx) => this.awaitScaleUp(ctx) },
+  ];
+
+  /** Reconciles namespace/name; returns when to look again (undefined: only on the next change or resync). */
+  async reconcile(namespace: string, name: string): Promise<StepResult> {
+    const cluster = await this.deps.kube.getCluster(namespace, name);
+    if (cluster === undefined) return { kind: 'done', reason: 'cluster deleted' };
+    if (cluster.metadata.deletionTimestamp) return { kind: 'done', reason: 'cluster being deleted' };
+    const log = this.deps.log.child({
+      cluster: `${namespace}/${name}`,
+      generation: cluster.metadata.generation,
+    });
+    const ctx: ReconcileContext = {
+      cluster,
+      spec: withDefaults(cluster.spec),
+      problems: [],
+      tokens: new Map(),
+      pods: [],
+      decommissioning: cluster.status?.decommissioning ?? null,
+    };
+    let result: StepResult = { kind: 'done', reason: 'all steps done' };
+    let failure: unknown;
+    try {
+      for (const step of this.steps) {
+        const stepResult = await step.run(ctx);
+        if (stepResult.kind !== 'continue') {
+          log.debug({ step: step.name, result: stepResult }, 'reconcile stopped at step');
+          result = stepResult;
+          break;
+        }
+      }
+    } catch (err) {
+      failure = err;
+    }
+    // The status always reflects this pass, even one a step cut short or an error ended.
+    await this.writeStatus(ctx, log);
+    if (failure !== undefined) throw failure;
+    return result;
+  }
+
+  // --- steps -------------------------------------------------------------------------------------------------
+
+  private async validateSpec(ctx: ReconcileContext): Promise<StepResult> {
+    ctx.problems = validateSpec(ctx.spec);
+    if (ctx.problems.length === 0) return CONTINUE;
+    await this.event(ctx, { type: 'Warning', reason: 'InvalidSpec', message: ctx.problems.join('; ') });
+    // Observe anyway, so the status still counts the nodes that run.
+    await this.observe(ctx);
+    return { kind: 'done', reason: 'invalid spec' };
+  }
+
+  private async observe(ctx: ReconcileContext): Promise<StepResult> {
+    const { namespace, name } = ctx.cluster.metadata;
+    const [statefulSet, tokenConfigMap, pods] = await Promise.all([
+      this.deps.kube.read<V1StatefulSet>(ref('apps/v1', 'StatefulSet', namespace, statefulSetName(name))),
+      this.deps.kube.read<V1ConfigMap>(ref('v1', 'ConfigMap', namespace, tokenConfigMapName(name))),
+      this.deps.kube.listPods(namespace, `${LABEL_CLUSTER}=${name}`),
+    ]);
+    ctx.statefulSet = statefulSet;
+    ctx.tokenConfigMap = tokenConfigMap;
+    ctx.tokens = parseAssignments(tokenConfigMap?.data);
+    ctx.pods = podViews(name, pods);
+    ctx.ringStates = await this.ringStates(ctx);
+    return CONTINUE;
+  }
+
+  private async ensureServices(ctx: ReconcileContext): Promise<StepResult> {
+    await this.applyOwned(ctx, buildPeerService(ctx.cluster));
+    await this.applyOwned(ctx, buildClientService(ctx.cluster));
+    return CONTINUE;
+  }
+
+  private async ensureDisruptionBudget(ctx: ReconcileContext): Promise<StepResult> {
+    await this.applyOwned(ctx, buildPodDisruptionBudget(ctx.cluster));
+    return CONTINUE;
+  }
+
+  private async planScaling(ctx: ReconcileContext): Promise<StepResult> {
+    const replicas = ctx.statefulSet?.spec?.replicas;
+    const observation = {
+      cluster: ctx.cluster.metadata.name,
+      desiredNodes: ctx.spec.nodes,
+      replicas,
+      pods: ctx.pods,
+      minNodes: ctx.spec.replication.n,
+      decommissioning: ctx.decommissioning,
+    };
+    let decision = planScaling(observation);
+    if (decision.action === 'begin-decommission') {
+      // Only now is the (slower) capacity check worth its requests.
+      const capacity = await this.capacity(ctx, decision.replicas - 1);
+      decision = planScaling({ ...observation, capacity });
+    }
+    ctx.decision = decision;
+    if (decision.action === 'refuse') {
+      await this.event(ctx, { type: 'Warning', reason: 'ScaleDownRefused', message: decision.reason });
+    }
+    return CONTINUE;
+  }
+
+  private async ensureTokens(ctx: ReconcileContext): Promise<StepResult> {
+    const decision = ctx.decision;
+    if (decision === undefined) return CONTINUE;
+    const { name } = ctx.cluster.metadata;
+    const existingReplicas = ctx.statefulSet?.spec?.replicas ?? 0;
+    if (ctx.tokenConfigMap === undefined && existingReplicas > 0) {
+      // The record is gone but nodes run: rebuild it from the ring rather than hand out new tokens.
+      const recovered = await this.tokensFromRing(ctx);
+      if (recovered === undefined) {
+        ctx.decommissionProblem = `the token ConfigMap ${tokenConfigMapName(name)} is missing and no ready node could list the ring's tokens; waiting`;
+        await this.event(ctx, { type: 'Warning', reason: 'TokensMissing', message: ctx.decommissionProblem });
+        return requeue(15_000, 'token record missing');
+      }
+      ctx.tokens = recovered;
+      await this.writeTokens(ctx, recovered);
+      await this.event(ctx, {
+        type: 'Warning',
+        reason: 'TokensRecovered',
+        message: `rebuilt ${tokenConfigMapName(name)} from the ring (${recovered.size} nodes)`,
+      });
+    }
+    const needed = Array.from({ length: decision.replicas }, (_, i) => podName(name, i));
+    const missing = needed.filter((node) => !ctx.tokens.has(node));
+    if (missing.length === 0 && ctx.tokenConfigMap !== undefined) return CONTINUE;
+    const assigned = assignTokens(ctx.tokens, missing, ctx.spec.tokensPerNode, ctx.spec.replication.n);
+    await this.writeTokens(ctx, assigned);
+    for (const node of missing) {
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'TokensAssigned',
+        message: `assigned ${ctx.spec.tokensPerNode} balanced tokens to ${node}`,
+      });
+    }
+    return CONTINUE;
+  }
+
+  private async ensureStatefulSet(ctx: ReconcileContext): Promise<StepResult> {
+    const decision = ctx.decision;
+    if (decision === undefined) return CONTINUE;
+    // While a node leaves, the pod template stays as it is: a rolling restart would start with that very node.
+    const leaving = ['begin-decommission', 'decommission', 'finish-decommission'].includes(decision.action);
+    if (leaving && ctx.statefulSet !== undefined) return CONTINUE;
+    const before = ctx.statefulSet;
+    const desired = keepImmutableFields(buildStatefulSet(ctx.cluster, ctx.spec, decision.replicas), before);
+    const claimed = claimedStorage(before);
+    if (claimed !== undefined && claimed !== ctx.spec.storage.size) {
+      await this.event(ctx, {
+        type: 'Warning',
+        reason: 'StorageUnchanged',
+        message: `spec.storage.size is ${ctx.spec.storage.size} but the nodes' volumes were created with ${claimed}; a StatefulSet cannot change its volume claims`,
+      });
+    }
+    ctx.statefulSet = await this.applyOwned(ctx, desired, before);
+    if (decision.action === 'scale-up') {
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'ScalingUp',
+        message: `adding node ${decision.node} (${decision.replicas} of ${ctx.spec.nodes})`,
+      });
+    }
+    return CONTINUE;
+  }
+
+  private async scaleDown(ctx: ReconcileContext): Promise<StepResult> {
+    const decision = ctx.decision;
+    switch (decision?.action) {
+      case 'begin-decommission': {
+        const record: DecommissionRecord = {
+          node: decision.node,
+          ordinal: decision.ordinal,
+          startedAt: this.now().toISOString(),
+        };
+        // The intent is stored (and the stored cluster re-read next pass) before the node is asked anything.
+        ctx.cluster = await this.deps.kube.patchClusterStatus(
+          ctx.cluster.metadata.namespace,
+          ctx.cluster.metadata.name,
+          { decommissioning: record },
+        );
+        ctx.decommissioning = record;
+        await this.event(ctx, {
+          type: 'Normal',
+          reason: 'DecommissionStarted',
+          message: `decommissioning ${decision.node}: its data streams to the remaining nodes before it is removed`,
+        });
+        return requeue(0, 'decommission recorded');
+      }
+      case 'decommission':
+        return await this.decommission(ctx, decision.node, decision.ordinal);
+      case 'finish-decommission':
+        return await this.finishDecommission(ctx, decision.node, decision.ordinal);
+      case 'refuse':
+        return { kind: 'done', reason: decision.reason };
+      case 'wait':
+        return requeue(decision.afterMs, decision.reason);
+      default:
+        return CONTINUE;
+    }
+  }
+
+  private async awaitScaleUp(ctx: ReconcileContext): Promise<StepResult> {
+    if (ctx.decision?.action === 'scale-up')
+      return requeue(5_000, `waiting for ${ctx.decision.node} to join`);
+    return CONTINUE;
+  }
+
+  // --- scale-down sub-steps ----------------------------------------------------------------------------------
+
+  private async decommission(ctx: ReconcileContext, node: string, ordinal: number): Promise<StepResult> {
+    const pod = ctx.pods.find((p) => p.ordinal === ordinal);
+    let status: Awaited<ReturnType<NodeAdmin['decommission']>> | undefined;
+    let unreachable: string | undefined;
+    if (pod !== undefined) {
+      try {
+        status = await this.deps.nodes.decommission(this.deps.nodeUrl(ctx.cluster, ordinal, pod.podIP));
+      } catch (err) {
+        unreachable = err instanceof Error ? err.message : String(err);
+      }
+    }
+    let ringState: string | null | undefined;
+    let ringKnown = false;
+    if (status === undefined) {
+      const peer = await this.peerRing(ctx, ordinal);
+      ringKnown = peer !== undefined;
+      ringState = peer === undefined ? undefined : (peer.get(node) ?? null);
+    }
+    const verdict = decideDecommission(node, { status, ringState, ringKnown });
+    const started = ctx.decommissioning ?? { node, ordinal, startedAt: this.now().toISOString() };
+    ctx.decommissioning = {
+      node: started.node,
+      ordinal: started.ordinal,
+      startedAt: started.startedAt,
+      state: status?.state ?? 'unreachable',
+      ...(typeof status?.stream?.rangesPending === 'number'
+        ? { rangesPending: status.stream.rangesPending }
+        : {}),
+      ...(verdict.action === 'failed' ? { error: verdict.reason } : {}),
+    };
+
+    if (verdict.action === 'wait') {
+      this.deps.log.info({ node, reason: verdict.reason, unreachable }, 'decommission in progress');
+      return requeue(verdict.afterMs, verdict.reason);
+    }
+    if (verdict.action === 'failed') {
+      ctx.decommissionProblem = verdict.reason;
+      await this.event(ctx, { type: 'Warning', reason: 'DecommissionFailed', message: verdict.reason });
+      return requeue(verdict.afterMs, verdict.reason);
+    }
+    // The node has left: only now may the StatefulSet drop it.
+    const desired = keepImmutableFields(buildStatefulSet(ctx.cluster, ctx.spec, ordinal), ctx.statefulSet);
+    await this.deps.kube.apply(desired);
+    const stored = await this.deps.kube.read<V1StatefulSet>(
+      ref(
+        'apps/v1',
+        'StatefulSet',
+        ctx.cluster.metadata.namespace,
+        statefulSetName(ctx.cluster.metadata.name),
+      ),
+    );
+    if (stored?.spec?.replicas !== ordinal) {
+      return requeue(2_000, `StatefulSet not yet at ${ordinal} replicas`);
+    }
+    ctx.statefulSet = stored;
+    await this.event(ctx, {
+      type: 'Normal',
+      reason: 'NodeLeft',
+      message: `${verdict.reason}; StatefulSet scaled to ${ordinal} replicas`,
+    });
+    return requeue(1_000, 'node removed from the StatefulSet');
+  }
+
+  private async finishDecommission(
+    ctx: ReconcileContext,
+    node: string,
+    ordinal: number,
+  ): Promise<StepResult> {
+    const { namespace, name } = ctx.cluster.metadata;
+    if (ctx.pods.some((p) => p.ordinal === ordinal)) {
+      return requeue(2_000, `waiting for pod ${node} to terminate`);
+    }
+    const claim = pvcName(name, ordinal);
+    if (ctx.spec.storage.retainOnScaleDown) {
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'VolumeRetained',
+        message: `kept ${claim} (retainOnScaleDown)`,
+      });
+    } else if (await this.deps.kube.remove(ref('v1', 'PersistentVolumeClaim', namespace, claim))) {
+      await this.event(ctx, { type: 'Normal', reason: 'VolumeDeleted', message: `deleted ${claim}` });
+    }
+    if (ctx.tokens.has(node)) {
+      const remaining = new Map(ctx.tokens);
+      remaining.delete(node);
+      await this.writeTokens(ctx, remaining);
+    }
+    ctx.cluster = await this.deps.kube.patchClusterStatus(namespace, name, { decommissioning: null });
+    ctx.decommissioning = null;
+    await this.event(ctx, {
+      type: 'Normal',
+      reason: 'Decommissioned',
+      message: `${node} decommissioned and removed`,
+    });
+    return requeue(1_000, 'next scaling step');
+  }
+
+  // --- helpers -----------------------------------------------------------------------------------------------
+
+  /** Server-side applies an owned object; records an Event when it was created or changed. */
+  private async applyOwned<T extends KubernetesObject>(
+    ctx: ReconcileContext,
+    object: T,
+    known?: T,
+  ): Promise<T> {
+    const { kind } = object;
+    const objectName = object.metadata?.name ?? '';
+    const before =
+      known ??
+      (await this.deps.kube.read<T>(
+        ref(object.apiVersion ?? '', kind ?? '', ctx.cluster.metadata.namespace, objectName),
+      ));
+    const after = await this.deps.kube.apply(object);
+    // Objects with a generation are compared by it: their status (written by other controllers) moves
+    // resourceVersion without any change of ours.
+    const generation = after.metadata?.generation;
+    const changed =
+      before === undefined ||
+      (generation !== undefined
+        ? before.metadata?.generation !== generation
+        : before.metadata?.resourceVersion !== after.metadata?.resourceVersion);
+    if (changed) {
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: before === undefined ? 'Created' : 'Updated',
+        message: `${before === undefined ? 'created' : 'updated'} ${kind} ${objectName}`,
+      });
+    }
+    return after;
+  }
+
+  /** Writes the token ConfigMap and reads it back: pods must never start before their tokens are stored. */
+  private async writeTokens(ctx: ReconcileContext, assignments: TokenAssignments): Promise<void> {
+    const desired = buildTokenConfigMap(ctx.cluster, assignments);
+    const rv = ctx.tokenConfigMap?.metadata?.resourceVersion;
+    // resourceVersion makes the apply conditional: a concurrent writer fails it instead of being overwritten.
+    if (rv !== undefined && desired.metadata) desired.metadata.resourceVersion = rv;
+    await this.applyOwned(ctx, desired, ctx.tokenConfigMap);
+    const stored = await this.deps.kube.read<V1ConfigMap>(
+      ref('v1', 'ConfigMap', ctx.cluster.metadata.namespace, tokenConfigMapName(ctx.cluster.metadata.name)),
+    );
+    const storedTokens = parseAssignments(stored?.data);
+    for (const [node, tokens] of assignments) {
+      if (storedTokens.get(node)?.join(',') !== tokens.join(',')) {
+        throw new Error(`token ConfigMap does not hold the tokens just written for ${node}`);
+      }
+    }
+    ctx.tokenConfigMap = stored;
+    ctx.tokens = storedTokens;
+  }
+
+  private async writeStatus(ctx: ReconcileContext, log: Logger): Promise<void> {
+    const replicas = ctx.statefulSet?.spec?.replicas ?? 0;
+    const status = buildStatus({
+      cluster: ctx.cluster.metadata.name,
+      generation: ctx.cluster.metadata.generation ?? 0,
+      desiredNodes: ctx.spec.nodes,
+      problems: ctx.problems,
+      decision: ctx.decision,
+      decommissionProblem: ctx.decommissionProblem,
+      decommissioning: ctx.decommissioning,
+      replicas,
+      pods: ctx.pods,
+      tokens: ctx.tokens,
+      ringStates: ctx.ringStates,
+      previous: ctx.cluster.status,
+      now: this.now(),
+    });
+    if (sameStatus(ctx.cluster.status, status)) return;
+    const previousPhase = ctx.cluster.status?.phase;
+    try {
+      ctx.cluster = await this.deps.kube.patchClusterStatus(
+        ctx.cluster.metadata.namespace,
+        ctx.cluster.metadata.name,
+        status,
+      );
+    } catch (err) {
+      log.warn({ err: apiErrorMessage(err) }, 'status update failed');
+      throw err;
+    }
+
+    log.info(
+      { phase: status.phase, readyNodes: status.readyNodes, nodes: status.nodes, previousPhase },
+      'status',
+    );
+  }
+
+  /** Records an Event unless the same one was recorded for this cluster in the last RECENT_EVENT_MS. */
+  private async event(ctx: ReconcileContext, event: EventRecord): Promise<void> {
+    const key = `${ctx.cluster.metadata.uid}|${event.reason}|${event.message}`;
+    const now = this.now().getTime();
+    const last = this.recentEvents.get(key);
+    if (last !== undefined && now - last < RECENT_EVENT_MS) return;
+    this.recentEvents.set(key, now);
+    if (this.recentEvents.size > 10_000) {
+      for (const [k, t] of this.recentEvents) if (now - t >= RECENT_EVENT_MS) this.recentEvents.delete(k);
+    }
+    this.deps.log.info(
+      {
+        cluster: `${ctx.cluster.metadata.namespace}/${ctx.cluster.metadata.name}`,
+        event: event.reason,
+        type: event.type,
+      },
+      event.message,
+    );
+    try {
+      await this.deps.kube.recordEvent(ctx.cluster, event);
+    } catch (err) {
+      // An Event is a courtesy: failing to record one must not stop the reconcile.
+      this.deps.log.warn({ err: apiErrorMessage(err), event: event.reason }, 'could not record event');
+    }
+  }
+
+  private urlOf(ctx: ReconcileContext, pod: PodView): string {
+    return this.deps.nodeUrl(ctx.cluster, pod.ordinal, pod.podIP);
+  }
+
+  /** Ring states by node from the first ready node that answers (best effort, for status). */
+  private async ringStates(ctx: ReconcileContext): Promise<Map<string, string> | undefined> {
+    return await this.peerRing(ctx, -1);
+  }
+
+  /** A ready node's ring view (node -> state), skipping `except`; undefined when none answers. */
+  private async peerRing(ctx: ReconcileContext, except: number): Promise<Map<string, string> | undefined> {
+    for (const pod of ctx.pods) {
+      if (!pod.ready || pod.ordinal === except) continue;
+      try {
+        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod));
+        return new Map(view.members.map((m) => [m.id, m.state]));
+      } catch {
+        // try the next node
+      }
+    }
+    return undefined;
+  }
+
+  private async tokensFromRing(ctx: ReconcileContext): Promise<TokenAssignments | undefined> {
+    for (const pod of ctx.pods) {
+      if (!pod.ready) continue;
+      try {
+        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod), true);
+        const out: TokenAssignments = new Map();
+        for (const m of view.members) {
+          if (m.state === 'removed' || !Array.isArray(m.tokens) || m.tokens.length === 0) continue;
+          if (ordinalOf(ctx.cluster.metadata.name, m.id) !== undefined) out.set(m.id, m.tokens);
+        }
+        if (out.size > 0) return out;
+      } catch {
+        // try the next node
+      }
+    }
+    return undefined;
+  }
+
+  private async capacity(ctx: ReconcileContext, remaining: number) {
+    const volume = parseQuantity(claimedStorage(ctx.statefulSet) ?? ctx.spec.storage.size);
+    const bytes = await Promise.all(
+      ctx.pods
+        .filter((p) => p.ordinal < (ctx.statefulSet?.spec?.replicas ?? 0))
+        .map((p) => this.deps.nodes.storageBytes(this.urlOf(ctx, p)).catch(() => undefined)),
+    );
+    return checkCapacity(bytes, remaining, volume);
+  }
+}
+
+function ref(apiVersion: string, kind: string, namespace: string, name: string): ObjectRef {
+  return { apiVersion, kind, namespace, name };
+}
+
+/** The cluster's pods by ordinal; a pod being deleted counts as not ready. */
+export function podViews(cluster: string, pods: readonly V1Pod[]): PodView[] {
+  const out: PodView[] = [];
+  for (const pod of pods) {
+    const ordinal = ordinalOf(cluster, pod.metadata?.name ?? '');
+    if (ordinal === undefined) continue;
+    const ready =
+      !pod.metadata?.deletionTimestamp &&
+      (pod.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+    out.push({ ordinal, ready, ...(pod.status?.podIP ? { podIP: pod.status.podIP } : {}) });
+  }
+  return out.sort((a, b) => a.ordinal - b.ordinal);
+}
+
+/** Whether writing `next` would change the stored status. */
+export function sameStatus(previous: DynamoClusterStatus | undefined, next: DynamoClusterStatus): boolean {
+  if (previous === undefined) return false;
+  const normal = (s: DynamoClusterStatus) =>
+    canonicalJson({ ...s, decommissioning: s.decommissioning ?? null });
+  return normal(previous) === normal(next);
+}
+
+/** JSON with object keys sorted (the API server returns custom resources with sorted keys). */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}

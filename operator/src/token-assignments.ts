@@ -1,0 +1,45 @@
+// The token ConfigMap's content: node name -> that node's tokens, the durable record of who owns what on the ring.
+// Entries are only ever added (for a node about to start) or removed (after a node has left); never changed.
+import { allocateTokens } from './tokens.js';
+
+/** Node (pod) name -> its tokens, 32-hex each. */
+export type TokenAssignments = Map<string, string[]>;
+
+/** ConfigMap data ({ "<pod>": "tok,tok,..." }) to assignments; keys that are not pods of the cluster are kept too. */
+export function parseAssignments(data: Record<string, string> | undefined): TokenAssignments {
+  const out: TokenAssignments = new Map();
+  for (const [node, value] of Object.entries(data ?? {})) {
+    const tokens = value
+      .split(',')
+      .map((t) => t.trim())
+      .filter((t) => t !== '');
+    if (tokens.length > 0) out.set(node, tokens);
+  }
+  return out;
+}
+
+/** Assignments to ConfigMap data, keys sorted so the same assignments always serialise the same way. */
+export function serializeAssignments(assignments: TokenAssignments): Record<string, string> {
+  const data: Record<string, string> = {};
+  for (const node of [...assignments.keys()].sort()) data[node] = (assignments.get(node) ?? []).join(',');
+  return data;
+}
+
+/**
+ * Assignments extended with tokens for each of `nodes` that has none, allocated in the order given (each new
+ * node balances against all before it). Existing entries are returned untouched; the input is not modified.
+ */
+export function assignTokens(
+  assignments: TokenAssignments,
+  nodes: readonly string[],
+  tokensPerNode: number,
+  n: number,
+): TokenAssignments {
+  const out: TokenAssignments = new Map(assignments);
+  for (const node of nodes) {
+    if (out.has(node)) continue;
+    const existing = [...out].map(([id, tokens]) => ({ id, tokens }));
+    out.set(node, allocateTokens({ existing, newNode: node, tokens: tokensPerNode, n }));
+  }
+  return out;
+}
