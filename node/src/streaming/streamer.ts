@@ -152,10 +152,7 @@ export class Streamer {
    * streams its ranges in. Resolves once the node is up; resumes a stream a restart interrupted.
    */
   join(): Promise<void> {
-    this.running ??= this.runJoin().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
+    return this.runOnce(() => this.runJoin());
   }
 
   /** Starts the decommission of this node (idempotent); ConflictError when it cannot leave now. */
@@ -183,20 +180,26 @@ export class Streamer {
     }
     // Leaving from now on, so the reply (and every later status) says so.
     gossip.setStatus('leaving');
-    this.running ??= this.runDecommission().finally(() => {
-      this.running = undefined;
-    });
-    this.running.catch((err) => this.opts.log.error({ err }, 'decommission failed'));
+    this.runOnce(() => this.runDecommission()).catch((err) =>
+      this.opts.log.error({ err }, 'decommission failed'),
+    );
   }
 
   /** Resumes a decommission a restart interrupted. */
   resume(): void {
     if (this.state === 'leaving') {
-      this.running ??= this.runDecommission().finally(() => {
-        this.running = undefined;
-      });
-      this.running.catch((err) => this.opts.log.error({ err }, 'decommission failed'));
+      this.runOnce(() => this.runDecommission()).catch((err) =>
+        this.opts.log.error({ err }, 'decommission failed'),
+      );
     }
+  }
+
+  /** Runs task unless a join or decommission is already running (then returns that one). */
+  private runOnce(task: () => Promise<void>): Promise<void> {
+    this.running ??= task().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
   }
 
   /** Stops streaming (at the next page); progress stays saved for the next start. */
