@@ -31,13 +31,19 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
+/** Ports 20000-31999 (below the kernel's ephemeral range, 32768+) in one slice per vitest worker. */
+const PORT_SLICE = 2000;
+const PORT_SLICES = 6;
+const poolSlice = (Number(process.env.VITEST_POOL_ID ?? 1) - 1) % PORT_SLICES;
+
 /**
- * The first of `count` consecutive free ports, below the kernel's ephemeral range (32768+), where the
- * ports other tests' nodes and connections get are not.
+ * The first of `count` consecutive free ports. Each test worker draws from its own slice: a port free
+ * now may be bound later (a restarted node takes its old port again), and no other worker's test can
+ * have taken it meanwhile; connections' ephemeral ports are above the slices.
  */
 export async function freePortRange(count: number): Promise<number> {
   for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 12_000);
+    const base = 20_000 + poolSlice * PORT_SLICE + Math.floor(Math.random() * (PORT_SLICE - count));
     let free = true;
     for (let p = base; p < base + count && free; p++) free = await portIsFree(p);
     if (free) return base;
