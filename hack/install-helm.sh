@@ -29,10 +29,12 @@ dest="$cache_root/helm-${HELM_VERSION#v}"
 bin="$dest/bin"
 
 installed() {
-  local dir=$1
+  local dir=$1 client
   [ -x "$dir/helm" ] && [ -x "$dir/kubectl" ] &&
-    [ "$("$dir/helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ] &&
-    "$dir/kubectl" version --client 2>/dev/null | grep -q "Client Version: ${KUBECTL_VERSION}\$"
+    [ "$("$dir/helm" version --template '{{.Version}}' 2>/dev/null)" = "$HELM_VERSION" ] || return 1
+  # Captured first: piped into grep -q, kubectl could die of SIGPIPE and fail the check under pipefail.
+  client=$("$dir/kubectl" version --client 2>/dev/null) || return 1
+  grep -q "Client Version: ${KUBECTL_VERSION}\$" <<<"$client"
 }
 
 if installed "$bin"; then

@@ -109,7 +109,7 @@ if [ "$SKIP_BUILD" != 1 ]; then
   docker build -t "$IMAGE" .
 fi
 
-if kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
+if grep -qx "$KIND_CLUSTER" <<<"$(kind get clusters 2>/dev/null)"; then
   log "reusing kind cluster $KIND_CLUSTER"
   kind export kubeconfig --name "$KIND_CLUSTER" --kubeconfig "$KUBECONFIG"
 else
