@@ -383,6 +383,8 @@ export async function startNode(
       },
     });
 
+  await streamer?.load();
+
   let ready = false;
   const ctx: NodeContext = {
     config,

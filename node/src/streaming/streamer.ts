@@ -131,6 +131,12 @@ export class Streamer {
 
   constructor(private readonly opts: StreamerOptions) {}
 
+  /** Loads the progress of a stream a restart interrupted, so the status shows it from the start. */
+  async load(): Promise<void> {
+    const bytes = await this.opts.store.getMeta(STREAM_RECORD);
+    if (bytes) this.record = JSON.parse(bytes.toString()) as StreamRecord;
+  }
+
   /** Where this node is in its lifecycle. */
   get state(): NodeState {
     const status = this.opts.gossip.status;
@@ -471,12 +477,9 @@ export class Streamer {
   }
 
   private async loadRecord(kind: StreamRecord['kind']): Promise<StreamRecord | undefined> {
-    const bytes = await this.opts.store.getMeta(STREAM_RECORD);
-    const record = bytes && (JSON.parse(bytes.toString()) as StreamRecord);
-    if (record && record.kind === kind) {
-      this.record = record;
-      return record;
-    }
+    await this.load();
+    if (this.record?.kind === kind) return this.record;
+    this.record = undefined;
     return undefined;
   }
 
