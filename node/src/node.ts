@@ -366,6 +366,8 @@ export async function startNode(
     new Streamer({
       self: config.nodeId,
       tokens,
+      balanceTokens: !record && !config.initialTokens,
+      gossipIntervalMs: config.gossipIntervalMs,
       store,
       props,
       gossip,

@@ -1,6 +1,6 @@
 // The token ConfigMap's content: node name -> that node's tokens, the durable record of who owns what on the ring.
 // Entries are only ever added (for a node about to start) or removed (after a node has left); never changed.
-import { allocateTokens } from './tokens.js';
+import { allocateTokens } from '../../node/src/ring/allocation.js';
 
 /** Node (pod) name -> its tokens, 32-hex each. */
 export type TokenAssignments = Map<string, string[]>;

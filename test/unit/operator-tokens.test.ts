@@ -4,7 +4,7 @@ import {
   parseAssignments,
   serializeAssignments,
 } from '../../operator/src/token-assignments.js';
-import { allocateCluster, ownershipImbalance } from '../../operator/src/tokens.js';
+import { allocateCluster, ownershipImbalance } from '../../node/src/ring/allocation.js';
 
 describe('token assignments', () => {
   it('round-trip through ConfigMap data', () => {

@@ -206,6 +206,12 @@ export class GossipMembership implements Membership {
     return this.table.previousIncarnation;
   }
 
+  /** Replaces this node's tokens (a joining node that chose balanced ones); peers learn at the next round. */
+  setTokens(tokens: string[]): void {
+    this.table.updateSelf({ tokens });
+    this.rebuild();
+  }
+
   /** Changes this node's status (joining → up, up → leaving → removed) and tells peers at the next round. */
   setStatus(status: MemberStatus): void {
     this.table.updateSelf({ status });

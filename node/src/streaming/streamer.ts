@@ -17,6 +17,7 @@ import type { Hint } from '../handoff/hint-queue.js';
 import type { HintQueue } from '../handoff/index.js';
 import type { GossipMembership } from '../membership/gossip.js';
 import type { ReplicaRequest } from '../replica/messages.js';
+import { allocateTokens } from '../ring/allocation.js';
 import { hashKey, type Token } from '../ring/index.js';
 import { type ObjectStore, scanCursor } from '../storage/store.js';
 import {
@@ -102,6 +103,12 @@ export function saveNodeRecord(store: ObjectStore, record: NodeRecord): Promise<
 export interface StreamerOptions {
   self: string;
   tokens: Token[];
+  /**
+   * Replace tokens by ones chosen to balance replica ownership when joining an existing ring (the node
+   * was given none, and has never claimed any).
+   */
+  balanceTokens: boolean;
+  gossipIntervalMs: number;
   store: ObjectStore;
   props: BucketPropsTable;
   gossip: GossipMembership;
@@ -125,11 +132,14 @@ export class Streamer {
   private finished: { status: StreamStatus } | undefined;
   private error: string | null = null;
   private running: Promise<void> | undefined;
+  private tokens: Token[];
   private stopped = false;
   /** Earliest time the next page may start, under the rate limit. */
   private nextPageAt = 0;
 
-  constructor(private readonly opts: StreamerOptions) {}
+  constructor(private readonly opts: StreamerOptions) {
+    this.tokens = opts.tokens;
+  }
 
   /** Loads the progress of a stream a restart interrupted, so the status shows it from the start. */
   async load(): Promise<void> {
@@ -216,7 +226,7 @@ export class Streamer {
 
   private async runJoin(): Promise<void> {
     const { gossip, store, self, log } = this.opts;
-    await saveNodeRecord(store, { tokens: this.opts.tokens, state: 'joining' });
+    await saveNodeRecord(store, { tokens: this.tokens, state: 'joining' });
     let record = await this.loadRecord('join');
     const serving = gossip
       .members()
@@ -225,6 +235,7 @@ export class Streamer {
       log.info('no other member serves yet: bootstrapping the ring');
     } else {
       if (!record) {
+        if (this.opts.balanceTokens) await this.chooseBalancedTokens();
         await this.announceAndSettle();
         record = this.planJoin();
         await this.save(record);
@@ -247,10 +258,44 @@ export class Streamer {
       this.finish(record);
     }
     gossip.setStatus('up');
-    await saveNodeRecord(store, { tokens: this.opts.tokens, state: 'up' });
+    await saveNodeRecord(store, { tokens: this.tokens, state: 'up' });
     await store.delMeta(STREAM_RECORD);
     await gossip.announce(this.opts.timeoutMs);
     log.info({ keys: record?.keys ?? 0, bytes: record?.bytes ?? 0 }, 'join: this node is up');
+  }
+
+  /**
+   * Claims tokens that even out replica ownership, given every other member's (Cassandra's
+   * allocate_tokens_for_local_replication_factor). Nodes joining at once take turns by id, so no two
+   * choose against the same ring and pick the same tokens.
+   */
+  private async chooseBalancedTokens(): Promise<void> {
+    const { gossip, self, defaultN, store, log } = this.opts;
+    const earlier = () =>
+      gossip
+        .members()
+        .filter((m) => m.id < self && gossip.statusOf(m.id) === 'joining' && gossip.state(m.id) !== 'down');
+    while (earlier().length > 0) {
+      if (this.stopped) throw new Error('stopped');
+      await sleep(this.opts.gossipIntervalMs);
+    }
+    // A node rejoining under its id after losing its data takes back the tokens it had.
+    const previous = gossip.previousIncarnation;
+    if (previous && previous.status !== 'removed' && previous.tokens.length > 0) {
+      this.tokens = [...previous.tokens];
+      gossip.setTokens(this.tokens);
+      await saveNodeRecord(store, { tokens: this.tokens, state: 'joining' });
+      log.info({ tokens: this.tokens.length }, 'join: rejoining with the tokens this node had before');
+      return;
+    }
+    const existing = gossip
+      .members()
+      .filter((m) => m.id !== self)
+      .map((m) => ({ id: m.id, tokens: [...m.tokens] }));
+    this.tokens = allocateTokens({ existing, newNode: self, tokens: this.tokens.length, n: defaultN });
+    gossip.setTokens(this.tokens);
+    await saveNodeRecord(store, { tokens: this.tokens, state: 'joining' });
+    log.info({ tokens: this.tokens.length }, 'join: claimed tokens that balance replica ownership');
   }
 
   private planJoin(): StreamRecord {
@@ -333,7 +378,7 @@ export class Streamer {
     let record = await this.loadRecord('decommission');
     if (!record) {
       if (gossip.status !== 'leaving') gossip.setStatus('leaving');
-      await saveNodeRecord(store, { tokens: this.opts.tokens, state: 'leaving' });
+      await saveNodeRecord(store, { tokens: this.tokens, state: 'leaving' });
       await this.announceAndSettle();
       const old = gossip.ring();
       const next = gossip.pendingRing();
@@ -358,7 +403,7 @@ export class Streamer {
     await this.handOffHints(ringFromDesc(record.next).members.map((m) => m.id));
     this.finish(record);
     gossip.setStatus('removed');
-    await saveNodeRecord(store, { tokens: this.opts.tokens, state: 'left' });
+    await saveNodeRecord(store, { tokens: this.tokens, state: 'left' });
     await store.delMeta(STREAM_RECORD);
     await gossip.announce(this.opts.timeoutMs);
     log.info(

@@ -1,7 +1,7 @@
 // Token allocation for a joining node: pure, synchronous, deterministic; existing tokens never move.
 // After Cassandra's ReplicationAwareTokenAllocator (CASSANDRA-7032): each new token greedily takes the split point
 // that most evens out *replica* ownership (first n distinct nodes clockwise); racks are ignored.
-import { Ring, type Token } from '../../node/src/ring/index.js';
+import { Ring, type Token } from './ring.js';
 
 /** The ring as it is (tokens that will not move), the node joining it, how many tokens it gets, and the replication factor. */
 export interface TokenAllocationInput {
