@@ -187,7 +187,7 @@ export const SETTINGS: readonly Setting[] = [
     env: 'DYNAMO_INITIAL_TOKENS',
     kind: 'string',
     default: '',
-    doc: "Gossip membership: comma-separated tokens (32 hex digits each) this node claims when it first joins (the operator assigns balanced ones). Empty: --tokens tokens derived from the node id. Kept in the data directory: later starts reuse the node's tokens.",
+    doc: "Gossip membership: comma-separated tokens (32 hex digits each) this node claims when it first joins (the operator assigns balanced ones). Empty: a node joining an existing ring claims --tokens tokens that balance replica ownership (the first node: tokens derived from its id). Kept in the data directory: later starts reuse the node's tokens.",
   },
   {
     key: 'ringSettleMs',
