@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { allocateCluster, ownershipImbalance } from '../../node/src/ring/allocation.js';
 import {
   assignTokens,
   parseAssignments,
   serializeAssignments,
 } from '../../operator/src/token-assignments.js';
-import { allocateCluster, ownershipImbalance } from '../../node/src/ring/allocation.js';
 
 describe('token assignments', () => {
   it('round-trip through ConfigMap data', () => {

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { generateTokens, isToken, Ring } from '../../node/src/ring/index.js';
 import { allocateCluster, allocateTokens, ownershipImbalance } from '../../node/src/ring/allocation.js';
+import { generateTokens, isToken, Ring } from '../../node/src/ring/index.js';
 
 type Member = { id: string; tokens: string[] };
 
