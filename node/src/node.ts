@@ -397,7 +397,7 @@ export async function startNode(
     log,
     setProps,
     learnPeers: () => learnPeers(500),
-    ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.state ?? 'up') === 'up',
+    ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true),
     ...(streamer ? { streamer } : {}),
   };
   const server = createHttpServer(ctx);

@@ -168,18 +168,25 @@ export class GossipMembership implements Membership {
   /** Recomputes the member list, the serving ring and the pending ring from the table. */
   private rebuild(): void {
     const entries = this.table.members().filter((e) => e.status !== 'removed' && e.tokens.length > 0);
+    // A token claimed twice (nodes that chose tokens at the same moment) stays with the smaller id, so
+    // every node builds the same ring instead of failing to build one.
+    const owner = new Map<string, string>();
+    for (const e of entries) for (const t of e.tokens) if (!owner.has(t)) owner.set(t, e.id);
+    const clashes = entries.filter((e) => e.tokens.some((t) => owner.get(t) !== e.id)).map((e) => e.id);
+    if (clashes.length > 0)
+      this.opts.log.error({ members: clashes }, 'members claim tokens another member holds');
     this.list = entries.map((e) => ({
       id: e.id,
       address: e.address,
-      tokens: [...e.tokens],
+      tokens: e.tokens.filter((t) => owner.get(t) === e.id),
       ...(e.rack ? { rack: e.rack } : {}),
       ...(e.http ? { http: e.http } : {}),
     }));
-    const serving = this.list.filter((_, i) => entries[i]!.status !== 'joining');
+    const serving = this.list.filter((m, i) => entries[i]!.status !== 'joining' && m.tokens.length > 0);
     // Nodes that all start at once are all joining at first: the ring is theirs until one is up.
-    this.theRing = new Ring(serving.length > 0 ? serving : this.list);
+    this.theRing = new Ring(serving.length > 0 ? serving : this.list.filter((m) => m.tokens.length > 0));
     const moving = entries.some((e) => e.status === 'joining' || e.status === 'leaving');
-    const after = this.list.filter((_, i) => entries[i]!.status !== 'leaving');
+    const after = this.list.filter((m, i) => entries[i]!.status !== 'leaving' && m.tokens.length > 0);
     this.thePendingRing = moving && after.length > 0 ? new Ring(after) : undefined;
   }
 

@@ -18,7 +18,7 @@ import type { HintQueue } from '../handoff/index.js';
 import type { GossipMembership } from '../membership/gossip.js';
 import type { ReplicaRequest } from '../replica/messages.js';
 import { allocateTokens } from '../ring/allocation.js';
-import { hashKey, type Token } from '../ring/index.js';
+import { generateTokens, hashKey, type Token } from '../ring/index.js';
 import { type ObjectStore, scanCursor } from '../storage/store.js';
 import {
   describeRing,
@@ -84,6 +84,7 @@ interface StreamRecord {
   startedAt: number;
 }
 
+const RING_SIZE = 1n << 128n;
 /** Bytes of objects per page of a stream. */
 export const STREAM_PAGE_BYTES = 1 << 20;
 const MAX_SCANNED_PER_PAGE = 20_000;
@@ -151,6 +152,11 @@ export class Streamer {
   get state(): NodeState {
     const status = this.opts.gossip.status;
     return status === 'removed' ? 'left' : status;
+  }
+
+  /** True when this node is up and no join is finishing (its announcement of being up has gone out). */
+  get serving(): boolean {
+    return this.state === 'up' && this.running === undefined;
   }
 
   /** The running (or last finished) stream's progress, or null when this node never streamed. */
@@ -271,6 +277,8 @@ export class Streamer {
    */
   private async chooseBalancedTokens(): Promise<void> {
     const { gossip, self, defaultN, store, log } = this.opts;
+    // Two gossip rounds to hear of nodes that started joining at the same moment.
+    await sleep(2 * this.opts.gossipIntervalMs);
     const earlier = () =>
       gossip
         .members()
@@ -292,7 +300,12 @@ export class Streamer {
       .members()
       .filter((m) => m.id !== self)
       .map((m) => ({ id: m.id, tokens: [...m.tokens] }));
-    this.tokens = allocateTokens({ existing, newNode: self, tokens: this.tokens.length, n: defaultN });
+    // Nudged by an offset of this node's own (< 2^-64 of the ring: no effect on balance), so two nodes
+    // that still chose against the same ring cannot claim the very same tokens.
+    const offset = BigInt(`0x${generateTokens(self, 1)[0]!.slice(0, 16)}`);
+    this.tokens = allocateTokens({ existing, newNode: self, tokens: this.tokens.length, n: defaultN }).map(
+      (t) => ((BigInt(`0x${t}`) + offset) % RING_SIZE).toString(16).padStart(32, '0'),
+    );
     gossip.setTokens(this.tokens);
     await saveNodeRecord(store, { tokens: this.tokens, state: 'joining' });
     log.info({ tokens: this.tokens.length }, 'join: claimed tokens that balance replica ownership');

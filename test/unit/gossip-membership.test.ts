@@ -1,0 +1,58 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { GossipMembership } from '../../node/src/membership/gossip.js';
+import type { MemberEntry } from '../../node/src/membership/gossip-state.js';
+import { generateTokens } from '../../node/src/ring/index.js';
+
+const entry = (id: string, tokens: string[], status: MemberEntry['status'] = 'up'): MemberEntry => ({
+  id,
+  address: `${id}:7070`,
+  tokens,
+  status,
+  generation: 1,
+  version: 1,
+});
+
+function membership(self: MemberEntry): GossipMembership {
+  return new GossipMembership({
+    self,
+    cluster: 'c',
+    seeds: [],
+    request: async () => ({}),
+    intervalMs: 1000,
+    phiThreshold: 8,
+    log: pino({ level: 'silent' }),
+  });
+}
+
+describe('gossip membership rings', () => {
+  it('keeps joining members out of the serving ring and in the pending one', () => {
+    const m = membership(entry('a', generateTokens('a', 8)));
+    m.handle({ op: 'gossip.push', cluster: 'c', entries: [entry('b', generateTokens('b', 8), 'joining')] });
+    expect(m.ring().members.map((x) => x.id)).toEqual(['a']);
+    expect(m.pendingRing()?.members.map((x) => x.id)).toEqual(['a', 'b']);
+    m.handle({
+      op: 'gossip.push',
+      cluster: 'c',
+      entries: [{ ...entry('b', generateTokens('b', 8)), version: 2 }],
+    });
+    expect(m.ring().members.map((x) => x.id)).toEqual(['a', 'b']);
+    expect(m.pendingRing()).toBeUndefined();
+  });
+
+  it('leaves a leaving member in the serving ring and out of the pending one', () => {
+    const m = membership(entry('a', generateTokens('a', 8)));
+    m.handle({ op: 'gossip.push', cluster: 'c', entries: [entry('b', generateTokens('b', 8), 'leaving')] });
+    expect(m.ring().members.map((x) => x.id)).toEqual(['a', 'b']);
+    expect(m.pendingRing()?.members.map((x) => x.id)).toEqual(['a']);
+  });
+
+  it('gives a token two members claim to the smaller id instead of failing to build a ring', () => {
+    const shared = generateTokens('x', 2);
+    const m = membership(entry('a', [shared[0]!, ...generateTokens('a', 3)]));
+    m.handle({ op: 'gossip.push', cluster: 'c', entries: [entry('b', [shared[0]!, shared[1]!])] });
+    const ring = m.ring();
+    expect(ring.members.find((x) => x.id === 'a')?.tokens).toContain(shared[0]);
+    expect(ring.members.find((x) => x.id === 'b')?.tokens).toEqual([shared[1]]);
+  });
+});
