@@ -45,10 +45,15 @@ export async function freePortRange(count: number): Promise<number> {
   for (;;) {
     const base = 20_000 + poolSlice * PORT_SLICE + Math.floor(Math.random() * (PORT_SLICE - count));
     let free = true;
-    for (let p = base; p < base + count && free; p++) free = await portIsFree(p);
-    if (free) return base;
+    // A port handed out before is taken even when nothing listens on it yet (a node not started).
+    for (let p = base; p < base + count && free; p++) free = !handedOut.has(p) && (await portIsFree(p));
+    if (free) {
+      for (let p = base; p < base + count; p++) handedOut.add(p);
+      return base;
+    }
   }
 }
+const handedOut = new Set<number>();
 
 export interface TestNode {
   id: string;
