@@ -45,6 +45,11 @@ export class NetnsCluster {
       .split('\n')
       .map((l) => l.split(' ')[0]!))
       if (ns.startsWith(`dkv${tag}-`)) ip('netns', 'del', ns);
+    try {
+      ip('link', 'del', host); // the host end of a leftover switch, when it has not gone with it yet
+    } catch {
+      // none: the usual case
+    }
     ip('netns', 'add', sw);
     ip('-n', sw, 'link', 'add', 'br0', 'type', 'bridge');
     ip('-n', sw, 'link', 'set', 'br0', 'up');
@@ -73,8 +78,14 @@ export class NetnsCluster {
       });
     }
     const cluster = new NetnsCluster(nodes, tag, root, args);
-    await cluster.startNode(0);
-    await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+    try {
+      await cluster.startNode(0);
+      await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+    } catch (err) {
+      // The caller never gets the cluster to stop: remove its processes and namespaces here.
+      await cluster.stop();
+      throw err;
+    }
     return cluster;
   }
 

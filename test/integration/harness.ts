@@ -112,11 +112,17 @@ export class TestCluster {
     const nodes: TestNode[] = [];
     for (let i = 0; i < count; i++) nodes.push(await newNode(root, `n${i + 1}`));
     const cluster = new TestCluster(nodes, root, args, options.gossip ?? false);
-    if (cluster.gossip) {
-      // The first node is the seed and bootstraps the ring; the others join through it.
-      await cluster.startNode(0);
-      await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
-    } else await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
+    try {
+      if (cluster.gossip) {
+        // The first node is the seed and bootstraps the ring; the others join through it.
+        await cluster.startNode(0);
+        await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+      } else await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
+    } catch (err) {
+      // The caller never gets the cluster to stop: stop the nodes that did start.
+      await cluster.stop();
+      throw err;
+    }
     return cluster;
   }
 
