@@ -21,7 +21,7 @@ import { Replica } from './replica/replica.js';
 import { TombstoneReaper } from './replica/tombstone-reaper.js';
 import { generateTokens, isToken, type Token } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
-import { type StreamEntry, type StreamRequest, StreamSource } from './streaming/source.js';
+import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { TcpTransport } from './transport/tcp.js';
 
@@ -195,26 +195,15 @@ export async function startNode(
   });
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
-  const source = new StreamSource(config.nodeId, store, props, (req) => replica.handle(req));
+  const onStreamed = (direction: 'in' | 'out', keys: number, bytes: number) => {
+    metrics.streamBytes.inc({ direction }, bytes);
+    metrics.streamKeys.inc({ direction }, keys);
+  };
+  const source = new StreamSource(config.nodeId, store, props, (req) => replica.handle(req), onStreamed);
   await transport.listen(async (from, body) => {
     const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest | StreamRequest;
     if (req.op === 'info') return info;
-    if (req.op === 'stream.pull' || req.op === 'stream.push') {
-      const reply = await source.handle(req);
-      if ('entries' in reply) {
-        const bytes = reply.entries.reduce((sum, [, , obj]) => sum + obj.length, 0);
-        metrics.streamBytes.inc({ direction: 'out' }, bytes);
-        metrics.streamKeys.inc({ direction: 'out' }, reply.entries.length);
-      } else {
-        const bytes = (req as { entries: StreamEntry[] }).entries.reduce(
-          (sum, [, , obj]) => sum + obj.length,
-          0,
-        );
-        metrics.streamBytes.inc({ direction: 'in' }, bytes);
-        metrics.streamKeys.inc({ direction: 'in' }, reply.merged);
-      }
-      return reply;
-    }
+    if (req.op === 'stream.pull' || req.op === 'stream.push') return source.handle(req);
     if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys')
       return antiEntropy.handle(req);
     if (req.op === 'gossip.syn' || req.op === 'gossip.push') {
@@ -379,10 +368,7 @@ export async function startNode(
       bytesPerSecond: config.streamMibPerSecond * 1024 * 1024,
       timeoutMs: config.requestTimeoutMs,
       log,
-      onStreamed: (direction, keys, bytes) => {
-        metrics.streamBytes.inc({ direction }, bytes);
-        metrics.streamKeys.inc({ direction }, keys);
-      },
+      onStreamed,
     });
 
   await streamer?.load();

@@ -38,12 +38,50 @@ export interface PullReply {
 /** Keys looked at per page at most, so a page that sends little still returns soon. */
 const MAX_SCANNED_PER_PAGE = 20_000;
 
+/** Size of a stream entry's object. */
+export const entryBytes = (entries: StreamEntry[]) => entries.reduce((sum, [, , obj]) => sum + obj.length, 0);
+
+/**
+ * One page of a stream's scan of the store, from just after cursor `after`: calls take for each object
+ * and stops once take has taken maxBytes (it returns the bytes it took) or MAX_SCANNED_PER_PAGE objects
+ * were looked at. Resolves with the cursor to resume from (null: the scan reached the end) and the
+ * bytes of objects scanned.
+ */
+export async function scanPage(
+  store: ObjectStore,
+  after: string | null,
+  maxBytes: number,
+  take: (bucket: string, key: string, obj: Buffer) => number,
+): Promise<{ next: string | null; scanned: number }> {
+  let [taken, scanned, looked] = [0, 0, 0];
+  for await (const [bucket, key, obj] of store.scan(after ?? undefined)) {
+    scanned += obj.length;
+    taken += take(bucket, key, obj);
+    if (taken >= maxBytes || ++looked >= MAX_SCANNED_PER_PAGE)
+      return { next: scanCursor(bucket, key), scanned };
+  }
+  return { next: null, scanned };
+}
+
+/** Merges a page of entries into the local replica, all keys at once (they group-commit); resolves when all are durable. */
+export async function mergeEntries(
+  entries: StreamEntry[],
+  props: BucketPropsTable,
+  merge: (req: ReplicaRequest) => Promise<unknown>,
+): Promise<void> {
+  await Promise.all(
+    entries.map(([b, k, obj]) => merge({ op: 'merge', b, k, obj, lww: props.get(b).conflict === 'lww' })),
+  );
+}
+
 export class StreamSource {
   constructor(
     private readonly self: string,
     private readonly store: ObjectStore,
     private readonly props: BucketPropsTable,
     private readonly merge: (req: ReplicaRequest) => Promise<unknown>,
+    /** Told of every page served: 'out' for pulled entries sent, 'in' for pushed entries merged. */
+    private readonly onStreamed: (direction: 'in' | 'out', keys: number, bytes: number) => void,
   ) {}
 
   handle(req: StreamRequest): Promise<PullReply | { merged: number }> {
@@ -54,32 +92,19 @@ export class StreamSource {
     const old = ringFromDesc(req.old);
     const next = ringFromDesc(req.next);
     const entries: StreamEntry[] = [];
-    let bytes = 0;
-    let scanned = 0;
-    let looked = 0;
-    let cursor: string | null = null;
-    for await (const [bucket, key, obj] of this.store.scan(req.after ?? undefined)) {
-      cursor = scanCursor(bucket, key);
-      scanned += obj.length;
+    const page = await scanPage(this.store, req.after, req.maxBytes, (bucket, key, obj) => {
       const n = this.props.get(bucket).n;
-      if (sendsToJoiner(old, next, hashKey(bucket, key), n, req.target, this.self, req.mode)) {
-        entries.push([bucket, key, obj]);
-        bytes += obj.length;
-      }
-      if (bytes >= req.maxBytes || ++looked >= MAX_SCANNED_PER_PAGE) {
-        return { entries, next: cursor, scanned, total: await this.store.approximateBytes() };
-      }
-    }
-    return { entries, next: null, scanned, total: await this.store.approximateBytes() };
+      if (!sendsToJoiner(old, next, hashKey(bucket, key), n, req.target, this.self, req.mode)) return 0;
+      entries.push([bucket, key, obj]);
+      return obj.length;
+    });
+    this.onStreamed('out', entries.length, entryBytes(entries));
+    return { entries, ...page, total: await this.store.approximateBytes() };
   }
 
-  /** Merges a pushed page, all keys at once (they group-commit); resolves when all are durable. */
   private async push(entries: StreamEntry[]): Promise<{ merged: number }> {
-    await Promise.all(
-      entries.map(([b, k, obj]) =>
-        this.merge({ op: 'merge', b, k, obj, lww: this.props.get(b).conflict === 'lww' }),
-      ),
-    );
+    await mergeEntries(entries, this.props, this.merge);
+    this.onStreamed('in', entries.length, entryBytes(entries));
     return { merged: entries.length };
   }
 }

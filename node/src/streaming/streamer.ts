@@ -19,7 +19,7 @@ import type { GossipMembership } from '../membership/gossip.js';
 import type { ReplicaRequest } from '../replica/messages.js';
 import { allocateTokens } from '../ring/allocation.js';
 import { generateTokens, hashKey, type Token } from '../ring/index.js';
-import { type ObjectStore, scanCursor } from '../storage/store.js';
+import type { ObjectStore } from '../storage/store.js';
 import {
   describeRing,
   type JoinMode,
@@ -29,7 +29,14 @@ import {
   type RingDesc,
   ringFromDesc,
 } from './plan.js';
-import type { PullReply, StreamEntry, StreamRequest } from './source.js';
+import {
+  entryBytes,
+  mergeEntries,
+  type PullReply,
+  type StreamEntry,
+  type StreamRequest,
+  scanPage,
+} from './source.js';
 
 /** The node's place in its lifecycle, as the admin API reports it. */
 export type NodeState = 'joining' | 'up' | 'leaving' | 'left';
@@ -87,7 +94,6 @@ interface StreamRecord {
 const RING_SIZE = 1n << 128n;
 /** Bytes of objects per page of a stream. */
 export const STREAM_PAGE_BYTES = 1 << 20;
-const MAX_SCANNED_PER_PAGE = 20_000;
 const RETRY_MS = 1000;
 const NODE_RECORD = 'node';
 const STREAM_RECORD = 'stream';
@@ -360,7 +366,8 @@ export class Streamer {
         await sleep(RETRY_MS);
         continue;
       }
-      const bytes = await this.mergeAll(reply.entries, (b) => props.get(b).conflict === 'lww');
+      await mergeEntries(reply.entries, props, this.opts.mergeLocal);
+      const bytes = entryBytes(reply.entries);
       if (this.record !== record) return;
       this.error = null;
       progress.after = reply.next;
@@ -373,17 +380,6 @@ export class Streamer {
       await this.save(record);
       await this.throttle(bytes);
     }
-  }
-
-  private async mergeAll(entries: StreamEntry[], isLww: (bucket: string) => boolean): Promise<number> {
-    let bytes = 0;
-    await Promise.all(
-      entries.map(([b, k, obj]) => {
-        bytes += obj.length;
-        return this.opts.mergeLocal({ op: 'merge', b, k, obj, lww: isLww(b) });
-      }),
-    );
-    return bytes;
   }
 
   private async runDecommission(): Promise<void> {
@@ -434,29 +430,26 @@ export class Streamer {
     while (!progress.done) {
       if (this.stopped) throw new Error('stopped');
       const batches = new Map<string, StreamEntry[]>();
-      let [scanned, looked, bytes] = [0, 0, 0];
-      let cursor: string | null = null;
-      for await (const [b, k, obj] of store.scan(progress.after ?? undefined)) {
-        cursor = scanCursor(b, k);
-        scanned += obj.length;
-        for (const target of leaveTargets(old, next, hashKey(b, k), props.get(b).n)) {
+      const page = await scanPage(store, progress.after, STREAM_PAGE_BYTES, (b, k, obj) => {
+        const targets = leaveTargets(old, next, hashKey(b, k), props.get(b).n);
+        for (const target of targets) {
           const batch = batches.get(target) ?? [];
           if (batch.length === 0) batches.set(target, batch);
           batch.push([b, k, obj]);
-          bytes += obj.length;
         }
-        if (bytes >= STREAM_PAGE_BYTES || ++looked >= MAX_SCANNED_PER_PAGE) break;
-      }
-      const end = bytes < STREAM_PAGE_BYTES && looked < MAX_SCANNED_PER_PAGE;
+        return obj.length * targets.length;
+      });
       await Promise.all([...batches].map(([target, entries]) => this.pushTo(target, entries)));
-      progress.after = end ? null : cursor;
-      progress.done = end;
-      progress.scanned += scanned;
+      progress.after = page.next;
+      progress.done = page.next === null;
+      progress.scanned += page.scanned;
       progress.total = Math.max(progress.total, progress.scanned);
+      let bytes = 0;
       for (const entries of batches.values()) {
-        const sent = entries.reduce((sum, [, , obj]) => sum + obj.length, 0);
+        const sent = entryBytes(entries);
         record.keys += entries.length;
         record.bytes += sent;
+        bytes += sent;
         this.opts.onStreamed('out', entries.length, sent);
       }
       await this.save(record);
