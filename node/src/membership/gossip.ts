@@ -182,11 +182,14 @@ export class GossipMembership implements Membership {
       ...(e.rack ? { rack: e.rack } : {}),
       ...(e.http ? { http: e.http } : {}),
     }));
-    const serving = this.list.filter((m, i) => entries[i]!.status !== 'joining' && m.tokens.length > 0);
+    // Members whose every token another holds have no place on the ring.
+    const placed = this.list.filter((m) => m.tokens.length > 0);
+    const status = (m: Member) => this.table.get(m.id)!.status;
+    const serving = placed.filter((m) => status(m) !== 'joining');
     // Nodes that all start at once are all joining at first: the ring is theirs until one is up.
-    this.theRing = new Ring(serving.length > 0 ? serving : this.list.filter((m) => m.tokens.length > 0));
+    this.theRing = new Ring(serving.length > 0 ? serving : placed);
     const moving = entries.some((e) => e.status === 'joining' || e.status === 'leaving');
-    const after = this.list.filter((m, i) => entries[i]!.status !== 'leaving' && m.tokens.length > 0);
+    const after = placed.filter((m) => status(m) !== 'leaving');
     this.thePendingRing = moving && after.length > 0 ? new Ring(after) : undefined;
   }
 
