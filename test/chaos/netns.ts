@@ -4,11 +4,11 @@
  * a blackhole route in each node's namespace for the addresses across it: packets vanish as on a real
  * network, TCP connections hang until timeouts and the failure detector notice. Needs root and iproute2.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, waitFor } from '../integration/harness.js';
+import { CLI, spawnNode } from '../integration/harness.js';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 
@@ -100,19 +100,7 @@ export class NetnsCluster {
     args.push('--seeds', `${seed}:7070`, '--advertise', `${node.address}:7070`, '--advertise-http', node.url);
     args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
     args.push(...this.args);
-    const proc = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    node.proc = proc;
-    const keep = (b: Buffer) => node.output.push(b.toString());
-    proc.stdout?.on('data', keep);
-    proc.stderr?.on('data', keep);
-    await waitFor(
-      `${node.id} ready`,
-      async () => {
-        if (proc.exitCode !== null) throw new Error(`${node.id} exited: ${node.output.join('')}`);
-        return (await fetch(`${node.url}/ready`, { signal: AbortSignal.timeout(1000) })).ok;
-      },
-      30_000,
-    );
+    node.proc = await spawnNode(node, 'ip', args, `${node.url}/ready`, 30_000);
   }
 
   /** Cuts every path between the two groups (indices), both ways. */

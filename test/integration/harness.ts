@@ -88,6 +88,34 @@ export async function waitFor(
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/**
+ * Runs command args as node's process, keeping its output in node.output, and resolves with it once
+ * url answers 2xx; rejects at once, with what it printed, if the process exits first.
+ */
+export async function spawnNode(
+  node: { id: string; output: string[] },
+  command: string,
+  args: string[],
+  url: string,
+  timeoutMs = 15_000,
+): Promise<ChildProcess> {
+  const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (b: Buffer) => node.output.push(b.toString());
+  proc.stdout?.on('data', keep);
+  proc.stderr?.on('data', keep);
+  let started = false;
+  const exited = new Promise<never>((_, reject) =>
+    proc.once('close', () => {
+      if (!started) reject(new Error(`${node.id} exited: ${node.output.join('')}`));
+    }),
+  );
+  const what = `${node.id} answering ${new URL(url).pathname}`;
+  const answers = async () => (await fetch(url, { signal: AbortSignal.timeout(1000) })).ok;
+  await Promise.race([waitFor(what, answers, timeoutMs), exited]);
+  started = true;
+  return proc;
+}
+
 async function newNode(root: string, id: string): Promise<TestNode> {
   const [httpPort, peerPort] = [await freePortRange(1), await freePortRange(1)];
   return { id, httpPort, peerPort, url: `http://127.0.0.1:${httpPort}`, dataDir: join(root, id), output: [] };
@@ -156,25 +184,7 @@ export class TestCluster {
     args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', '127.0.0.1', '--peer-port', String(node.peerPort));
     args.push('--tokens', '64', '--log-level', 'warn', ...this.args);
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    node.proc = proc;
-    const keep = (b: Buffer) => node.output.push(b.toString());
-    proc.stdout?.on('data', keep);
-    proc.stderr?.on('data', keep);
-    // A node that exits while starting fails the start at once, with what it printed.
-    let started = false;
-    const exited = new Promise<never>((_, reject) =>
-      proc.once('close', () => {
-        if (!started) reject(new Error(`${node.id} exited: ${node.output.join('')}`));
-      }),
-    );
-    await Promise.race([
-      waitFor(`${node.id} ${ready ? 'ready' : 'started'}`, async () => {
-        return (await fetch(`${node.url}/${ready ? 'ready' : 'health'}`)).ok;
-      }),
-      exited,
-    ]);
-    started = true;
+    node.proc = await spawnNode(node, process.execPath, args, `${node.url}/${ready ? 'ready' : 'health'}`);
   }
 
   /** Sends a signal to node i and waits for the process to exit. */
