@@ -184,6 +184,10 @@ export async function startNode(
     maxSiblings: config.maxSiblings,
     storeHint,
     onSiblingLimit: () => metrics.siblingLimitRejections.inc(),
+    onDotCollision: (bucket, key, n) => {
+      metrics.dotCollisions.inc(n);
+      log.error({ bucket, key, collisions: n }, 'a dot named two different values; both kept as siblings');
+    },
   });
   const transport = new TcpTransport({
     self: config.nodeId,
@@ -252,11 +256,10 @@ export async function startNode(
     call,
     log,
     onReadRepair: (n) => metrics.readRepairs.inc(n),
-    onReplicaMissed: (target, bucket, key, obj) => {
+    onReplicaMissed: (target, bucket, key, obj) =>
       storeHint({ target, bucket, key, obj }).catch((err) =>
         log.error({ err, target }, 'could not store a hint; anti-entropy must repair this replica'),
-      );
-    },
+      ),
   });
   const antiEntropy = new AntiEntropy({
     self: config.nodeId,
@@ -437,6 +440,9 @@ export async function startNode(
       const grace = setTimeout(() => server.closeAllConnections(), 5000);
       await closed;
       clearTimeout(grace);
+      // Writes already acknowledged still send to replicas and store hints: let them finish first.
+      const left = await coordinator.drain(5000);
+      if (left > 0) log.warn({ left }, 'replica calls still running at shutdown');
       await transport.close();
       await store.close();
       log.info('node stopped');

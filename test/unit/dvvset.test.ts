@@ -1,9 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { versionDigest } from '../../node/src/repair/anti-entropy.js';
 import {
+  bindCollided,
   type Clock,
   compareSiblings,
   descends,
+  distinctValues,
   equalHistory,
   fresh,
   join,
@@ -11,6 +14,8 @@ import {
   lww,
   prune,
   type Sibling,
+  type SyncStats,
+  sameVersion,
   siblingEquals,
   sync,
   syncAll,
@@ -723,5 +728,51 @@ describe('dvvset laws over random histories of writes and syncs', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('dvvset: versions are compared by their values too', () => {
+  const one = () => update(fresh(s('one')), undefined, 'a', 0);
+  const two = () => update(fresh(s('two')), undefined, 'a', 0);
+
+  it('sameVersion tells apart equal histories holding different values', () => {
+    expect(equalHistory(one(), two())).toBe(true);
+    expect(sameVersion(one(), two())).toBe(false);
+    expect(sameVersion(one(), one())).toBe(true);
+    expect(sameVersion(clock([], ['x', 'y']), clock([], ['y', 'x']))).toBe(true);
+    expect(sameVersion(clock([], ['x', 'y']), clock([], ['x', 'z']))).toBe(false);
+  });
+
+  it('a dot met with two values keeps both, counts the collision, and converges whichever side merges', () => {
+    const stats: SyncStats = { collisions: 0, collided: [] };
+    const ab = sync(one(), two(), stats);
+    const ba = sync(two(), one());
+    expect(stats.collisions).toBe(1);
+    expect(sortedNames(ab)).toEqual(['one', 'two']);
+    expect(sameVersion(ab, ba)).toBe(true);
+    // Merging again changes nothing and finds no new collision.
+    const again: SyncStats = { collisions: 0, collided: [] };
+    expect(sameVersion(sync(ab, ba, again), ab)).toBe(true);
+    expect(again.collisions).toBe(0);
+    // Once the collided value has a dot of its own, a write that read both supersedes both.
+    const bound = bindCollided(ab, stats.collided, () => 'fresh', 0);
+    expect(sortedNames(bound)).toEqual(['one', 'two']);
+    expect(bound.anonymous).toEqual([]);
+    const next = update(withContext(join(bound), s('three')), bound, 'b', 0);
+    expect(names(next)).toEqual(['three']);
+  });
+
+  it('distinctValues shows one client write stored under two dots once', () => {
+    const v = s('same', 5);
+    const c = sync(update(fresh(v), undefined, 'a', 0), update(fresh(v), undefined, 'b', 0));
+    expect(values(c)).toHaveLength(2);
+    expect(distinctValues(c)).toHaveLength(1);
+    expect(distinctValues(clock([['a', 2, ['x', 'y']]]))).toHaveLength(2);
+  });
+
+  it('the anti-entropy digest differs when only the values differ', () => {
+    expect(versionDigest(one()).equals(versionDigest(two()))).toBe(false);
+    expect(versionDigest(one()).equals(versionDigest(one()))).toBe(true);
+    expect(versionDigest(clock([], ['x', 'y'])).equals(versionDigest(clock([], ['y', 'x'])))).toBe(true);
   });
 });

@@ -174,10 +174,26 @@ describe('TcpTransport', () => {
     const pending = client.request('b', {}, 10_000).catch((e: unknown) => e);
     await handled;
     const started = Date.now();
-    await server.close();
+    await server.close(100);
     const err = await pending;
     expect(err).toBeInstanceOf(PeerUnavailableError);
     expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('answers the requests in flight before it closes (a graceful shutdown loses no reply)', async () => {
+    let arrived!: () => void;
+    const handled = new Promise<void>((r) => {
+      arrived = r;
+    });
+    const { client, server } = await pair(async () => {
+      arrived();
+      await new Promise((r) => setTimeout(r, 200));
+      return 'stored';
+    });
+    const pending = client.request('b', {}, 10_000);
+    await handled;
+    await server.close();
+    await expect(pending).resolves.toBe('stored');
   });
 
   it('reaches a peer again once it comes back on the same port', async () => {

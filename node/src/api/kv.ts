@@ -5,11 +5,11 @@ import { InvalidRequestError, NotFoundError, ValueTooLargeError } from '../error
 import {
   type Clock,
   decodeContext,
+  distinctValues,
   encodeContext,
   isLive,
   join,
   type Sibling,
-  values,
 } from '../version/index.js';
 import type { NodeContext } from './node-context.js';
 import { sendEmpty, sendJson } from './respond.js';
@@ -49,7 +49,7 @@ export function sendObject(
   if (!clock) throw new NotFoundError('no value for this key');
   const context = encodeContext(join(clock));
   headers['X-Dynamo-Context'] = context;
-  const live = values(clock).filter((s) => isLive(s, Date.now()));
+  const live = distinctValues(clock).filter((s) => isLive(s, Date.now()));
   if (live.length === 0) {
     // Deleted or expired: the context lets a later write supersede the tombstone.
     sendJson(

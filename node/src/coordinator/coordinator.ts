@@ -27,7 +27,7 @@ export interface CoordinatorDeps {
    * Called for each replica of the key that did not take a write (down, refused or timed out), with the
    * object it should receive: hinted handoff delivers it when the replica is back.
    */
-  onReplicaMissed?: (peer: string, bucket: string, key: string, obj: Buffer) => void;
+  onReplicaMissed?: (peer: string, bucket: string, key: string, obj: Buffer) => Promise<void> | void;
 }
 
 export interface ReadOptions {
@@ -50,7 +50,39 @@ export interface WriteOptions {
 }
 
 export class Coordinator {
+  /** Replica calls, hints and repairs still running for requests already answered. */
+  private readonly background = new Set<Promise<unknown>>();
+
   constructor(private readonly deps: CoordinatorDeps) {}
+
+  /** Keeps p in the background set until it settles (drain waits for it). */
+  private track<T>(p: Promise<T>): Promise<T> {
+    const settled = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.background.add(settled);
+    void settled.finally(() => this.background.delete(settled));
+    return p;
+  }
+
+  /**
+   * Waits (up to timeoutMs) for the replica calls, hint writes and read repairs of requests already
+   * answered: a graceful shutdown calls it before closing the database, so no acknowledged write loses
+   * its hint. Resolves with the number still running at the deadline.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.background.size > 0 && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+      });
+      await Promise.race([Promise.allSettled([...this.background]), late]);
+      clearTimeout(timer);
+    }
+    return this.background.size;
+  }
 
   /** Replicas of a key for its bucket's n, in preference order. */
   preferenceList(bucket: string, key: string): string[] {
@@ -72,14 +104,20 @@ export class Coordinator {
     ]);
     const wait = awaitQuorum('get', calls, opts.r);
     const replies = await wait.quorum;
-    void wait.settled.then((all) => this.repair(bucket, key, all.ok, props.conflict === 'lww', opts));
+    this.track(wait.settled.then((all) => this.repair(bucket, key, all.ok, props.conflict === 'lww', opts)));
     return this.resolve(
       replies.ok.map((r) => r.value),
       props.conflict === 'lww',
     );
   }
 
-  /** Writes a new value (or tombstone) superseding the context; resolves with the stored object after W acks. */
+  /**
+   * Writes a new value (or tombstone) superseding the context; resolves with the stored object after W
+   * acks. Each attempt to have a replica (or a stand-in) coordinate the write gets the whole timeout, so
+   * an attempt after a hung replica is not starved. An attempt that timed out may still have applied the
+   * write; the next one then stores it again under another dot, with the same bytes and timestamp, which
+   * a read shows once (distinctValues).
+   */
   async put(bucket: string, key: string, sibling: Sibling, opts: WriteOptions): Promise<Clock> {
     const props = this.deps.props.get(bucket);
     const isLww = props.conflict === 'lww';
@@ -87,15 +125,14 @@ export class Coordinator {
     const self = this.deps.membership.self;
     // This node coordinates the write itself when it is a replica: saves a hop.
     const order = pref.includes(self) ? [self, ...pref.filter((p) => p !== self)] : pref;
-    const deadline = Date.now() + opts.timeoutMs;
-    const remaining = () => Math.max(1, deadline - Date.now());
+    const budget = opts.timeoutMs;
     const reasons: string[] = [];
     let first: { peer: string; reply: PutReply } | undefined;
     const put = { b: bucket, k: key, ctx: opts.context, sib: sibling, lww: isLww, rid: opts.rid };
     for (const peer of order) {
       const req: ReplicaRequest = { op: 'put', ...put };
       try {
-        first = { peer, reply: (await this.deps.call(peer, req, remaining())) as PutReply };
+        first = { peer, reply: (await this.deps.call(peer, req, budget)) as PutReply };
         break;
       } catch (err) {
         // The write itself is refused: another replica would refuse it too.
@@ -114,7 +151,7 @@ export class Coordinator {
     for (let sub = first ? undefined : standIns.shift(); sub !== undefined; sub = standIns.shift()) {
       const req: ReplicaRequest = { op: 'put.hint', target: pref[0]!, ...put };
       try {
-        first = { peer: sub, reply: (await this.deps.call(sub, req, remaining())) as PutReply };
+        first = { peer: sub, reply: (await this.deps.call(sub, req, budget)) as PutReply };
         hintedFor = pref[0];
         break;
       } catch (err) {
@@ -124,7 +161,10 @@ export class Coordinator {
     if (!first) throw new QuorumNotMetError('put', opts.w, 0, reasons);
     const obj = first.reply.obj;
     const merge: ReplicaRequest = { op: 'merge', b: bucket, k: key, obj, lww: isLww, rid: opts.rid };
-    const missed = (peer: string) => this.deps.onReplicaMissed?.(peer, bucket, key, obj);
+    const missed = (peer: string) => {
+      const stored = this.deps.onReplicaMissed?.(peer, bucket, key, obj);
+      if (stored instanceof Promise) this.track(stored);
+    };
     // Replicas tried before the one that coordinated the write did not take it.
     const tried = hintedFor ? order : order.slice(0, order.indexOf(first.peer));
     for (const peer of tried) if (peer !== hintedFor) missed(peer);
@@ -141,7 +181,7 @@ export class Coordinator {
           rid: opts.rid,
         };
         try {
-          return await this.deps.call(sub, hint, remaining());
+          return await this.deps.call(sub, hint, budget);
         } catch {
           // try the next one
         }
@@ -150,25 +190,27 @@ export class Coordinator {
     };
     const calls = others.map((peer): [string, Promise<unknown>] => [
       peer,
-      this.deps.call(peer, merge, remaining()).catch(async (err: Error) => {
-        if (!opts.strict) {
-          try {
-            return await standIn(peer);
-          } catch {
-            // no substitute: this node keeps the hint, and the replica does not count
+      this.track(
+        this.deps.call(peer, merge, budget).catch(async (err: Error) => {
+          if (!opts.strict) {
+            try {
+              return await standIn(peer);
+            } catch {
+              // no substitute: this node keeps the hint, and the replica does not count
+            }
           }
-        }
-        // A timed-out replica may have applied the merge; a hint is harmless then (merging is idempotent).
-        missed(peer);
-        throw err;
-      }),
+          // A timed-out replica may have applied the merge; a hint is harmless then (merging is idempotent).
+          missed(peer);
+          throw err;
+        }),
+      ),
     ]);
     // Replicas-to-be of a join or leave under way take the write too; they do not count towards w, and
     // one that misses it gets a hint, so the move ends with every acknowledged write in place.
     const pending = this.deps.membership.pendingRing();
     if (pending) {
       for (const peer of pending.preferenceList(hashKey(bucket, key), props.n)) {
-        if (!pref.includes(peer)) this.deps.call(peer, merge, remaining()).catch(() => missed(peer));
+        if (!pref.includes(peer)) this.track(this.deps.call(peer, merge, budget).catch(() => missed(peer)));
       }
     }
     try {
@@ -211,9 +253,12 @@ export class Coordinator {
     const obj = encodeObject(merged);
     for (const peer of stale) {
       const req: ReplicaRequest = { op: 'merge', b: bucket, k: key, obj, lww: isLww, rid: opts.rid };
-      this.deps.call(peer, req, opts.timeoutMs).then(
-        () => this.deps.onReadRepair?.(1),
-        (err: Error) => this.deps.log.debug({ peer, err: err.message, rid: opts.rid }, 'read repair failed'),
+      this.track(
+        this.deps.call(peer, req, opts.timeoutMs).then(
+          () => this.deps.onReadRepair?.(1),
+          (err: Error) =>
+            this.deps.log.debug({ peer, err: err.message, rid: opts.rid }, 'read repair failed'),
+        ),
       );
     }
   }

@@ -44,6 +44,7 @@ export class NodeMetrics {
   readonly siblingLimitRejections: Counter;
   readonly hintsDelivered: Counter<'target'>;
   readonly hintsExpired: Counter;
+  readonly dotCollisions: Counter;
   readonly hintsStored: Counter<'target'>;
   readonly merkleDivergent: Gauge<'peer'>;
   readonly merkleLastExchange: Gauge<'peer'>;
@@ -129,6 +130,11 @@ export class NodeMetrics {
       name: 'dynamo_hints_delivered_total',
       help: 'Hints delivered by this node to their replica, by target replica.',
       labelNames: ['target'],
+      registers,
+    });
+    this.dotCollisions = new Counter({
+      name: 'dynamo_dot_collisions_total',
+      help: 'Dots found naming two different values when merging replicas (both values are kept as siblings); should stay 0.',
       registers,
     });
     this.hintsExpired = new Counter({

@@ -4,6 +4,7 @@
  * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
  * differ, by the normal merge in both directions.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
 import type { Membership } from '../membership/membership.js';
@@ -11,7 +12,7 @@ import type { GetReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey, type Ring } from '../ring/index.js';
 import { decodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
-import { type Clock, join, valueCount } from '../version/index.js';
+import { type Clock, compareSiblings, join, type Sibling } from '../version/index.js';
 import { compareLevelByLevelAsync, MerkleTree, pairHash, type TokenRange } from './merkle.js';
 
 const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
@@ -22,13 +23,26 @@ export type AntiEntropyRequest =
   | { op: 'ae.keys'; from: string; leaves: number[] };
 
 /**
- * What identifies a version for anti-entropy: its causal history and value count (what sameVersion
- * compares). Not hashed here: it only feeds pairHash, which hashes it with the key.
+ * What identifies a version for anti-entropy: its causal history and every value, byte for byte (what
+ * sameVersion compares), so two replicas holding different values under one history are found to
+ * differ. A 128-bit hash: it only feeds pairHash, which hashes it again with the key.
  */
 export function versionDigest(c: Clock): Buffer {
-  let text = '';
-  for (const [id, counter] of join(c)) text += `${id}:${counter};`;
-  return Buffer.from(`${text}#${valueCount(c)}`);
+  const h = createHash('sha256');
+  for (const [id, counter] of join(c)) h.update(`${id}:${counter};`);
+  const add = (s: Sibling) => {
+    h.update(
+      `|${s.contentType.length}:${s.contentType}:${s.lastModified}:${s.expiresAt}:${s.deleted ? 1 : 0}:${s.value.length}:`,
+    );
+    h.update(s.value);
+  };
+  for (const e of c.entries) {
+    h.update(`#${e.values.length}`);
+    for (const s of e.values) add(s);
+  }
+  h.update(`@${c.anonymous.length}`);
+  for (const s of [...c.anonymous].sort(compareSiblings)) add(s);
+  return h.digest().subarray(0, 16);
 }
 
 const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;

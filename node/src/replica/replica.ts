@@ -7,14 +7,20 @@ import { InvalidRequestError, TooManySiblingsError } from '../errors.js';
 import { decodeObject, encodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import {
+  ActorMint,
+  bindCollided,
   type Clock,
+  distinctValues,
   isLive,
   lww,
   prune,
   purgeExpired,
+  type Sibling,
+  type SyncStats,
   sameVersion,
   sync,
   update,
+  type VersionVector,
   values,
   withContext,
 } from '../version/index.js';
@@ -28,6 +34,10 @@ export interface ReplicaOptions {
   storeHint?: (hint: { target: string; bucket: string; key: string; obj: Buffer }) => Promise<void>;
   /** Called when a write is refused for the sibling limit. */
   onSiblingLimit?: () => void;
+  /** Called when a merge met a dot naming two different values (both were kept as siblings). */
+  onDotCollision?: (bucket: string, key: string, collisions: number) => void;
+  /** Mints the actor ids of the writes this node coordinates (default: a new incarnation of self). */
+  actors?: ActorMint;
   clockMaxEntries: number;
   clockPruneAgeMs: number;
   now?: () => number;
@@ -35,6 +45,7 @@ export interface ReplicaOptions {
 
 export class Replica {
   private readonly now: () => number;
+  readonly actors: ActorMint;
 
   constructor(
     private readonly store: ObjectStore,
@@ -42,6 +53,26 @@ export class Replica {
     private readonly opts: ReplicaOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.actors = opts.actors ?? new ActorMint(opts.self);
+    // Any local delete (reaping, cleanup) may later meet an older copy of the key: retire the actors.
+    store.onWrite((_b, _k, _before, after) => {
+      if (after === undefined) this.actors.retire();
+    });
+  }
+
+  /** Applies a client write as a new dot on local (undefined: no local copy), refusing too many siblings. */
+  private coordinate(
+    req: { ctx: VersionVector; sib: Sibling; lww: boolean },
+    local: Clock | undefined,
+  ): Clock {
+    const actor = this.actors.actorFor(local);
+    const next = this.bound(update(withContext(req.ctx, req.sib), local, actor, this.now()), req.lww);
+    const live = distinctValues(next).filter((s) => isLive(s, this.now())).length;
+    if (live > this.opts.maxSiblings) {
+      this.opts.onSiblingLimit?.();
+      throw new TooManySiblingsError(live, this.opts.maxSiblings);
+    }
+    return next;
   }
 
   /** Handles one request (from a peer, or from this node's own coordinator). */
@@ -50,35 +81,29 @@ export class Replica {
       case 'get':
         return { obj: this.store.getRaw(req.b, req.k) ?? null } satisfies GetReply;
       case 'put': {
-        const stored = await this.store.modify(req.b, req.k, (local) => {
-          const next = this.bound(
-            update(withContext(req.ctx, req.sib), local, this.opts.self, this.now()),
-            req.lww,
-          );
-          const live = values(next).filter((s) => isLive(s, this.now())).length;
-          if (live > this.opts.maxSiblings) {
-            this.opts.onSiblingLimit?.();
-            throw new TooManySiblingsError(live, this.opts.maxSiblings);
-          }
-          return next;
-        });
+        const stored = await this.store.modify(req.b, req.k, (local) => this.coordinate(req, local));
         return { obj: encodeObject(stored) } satisfies PutReply;
       }
       case 'merge': {
         const incoming = decodeObject(req.obj);
         await this.store.modify(req.b, req.k, (local) => {
           if (!local) return this.bound(incoming, req.lww);
-          const merged = this.bound(sync(local, incoming), req.lww);
+          const stats: SyncStats = { collisions: 0, collided: [] };
+          let merged = sync(local, incoming, stats);
+          if (stats.collisions > 0) {
+            this.opts.onDotCollision?.(req.b, req.k, stats.collisions);
+            merged = bindCollided(merged, stats.collided, () => this.actors.actorFor(undefined), this.now());
+          }
+          merged = this.bound(merged, req.lww);
           return sameVersion(local, merged) ? local : merged;
         });
         return { ok: true };
       }
       case 'put.hint': {
         if (!this.opts.storeHint) throw new InvalidRequestError('no_hints', 'this node keeps no hints');
-        const next = this.bound(
-          update(withContext(req.ctx, req.sib), undefined, this.opts.self, this.now()),
-          req.lww,
-        );
+        // A stand-in holds no copy of the key: the write gets an actor of its own (actors.ts), so two
+        // writes through one stand-in are two dots, and both survive as siblings at the replicas.
+        const next = this.coordinate(req, undefined);
         const obj = encodeObject(next);
         await this.opts.storeHint({ target: req.target, bucket: req.b, key: req.k, obj });
         return { obj } satisfies PutReply;
@@ -114,6 +139,7 @@ export class Replica {
       maxEntries: this.opts.clockMaxEntries,
       minAgeMs: this.opts.clockPruneAgeMs,
       now,
+      keep: (id) => this.actors.isActive(id),
     });
   }
 }

@@ -93,6 +93,8 @@ export class TcpTransport implements Transport {
   private server: Server | undefined;
   private readonly outbound = new Map<string, PeerConnection>();
   private readonly inbound = new Set<Socket>();
+  /** Requests from peers being handled; close waits for them so their replies go out. */
+  private readonly handling = new Set<Promise<unknown>>();
   /**
    * After repeated failed connects, requests fail fast until `at` instead of reconnecting per request.
    * The first failure sets no wait: a peer that is just starting must not look dead for a while.
@@ -157,7 +159,7 @@ export class TcpTransport implements Transport {
             return;
           }
           const peer = from;
-          handler(peer, frame.payload).then(
+          const handled = handler(peer, frame.payload).then(
             (reply) => !socket.destroyed && send(socket, FrameKind.Reply, frame.id, reply ?? null),
             (err: Error) => {
               const code = err instanceof DynamoError ? err.code : 'internal';
@@ -166,6 +168,8 @@ export class TcpTransport implements Transport {
                 send(socket, FrameKind.ErrorReply, frame.id, { code, message: err.message });
             },
           );
+          this.handling.add(handled);
+          void handled.finally(() => this.handling.delete(handled));
         }
       }
     });
@@ -244,12 +248,29 @@ export class TcpTransport implements Transport {
     return conn;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops accepting connections, lets the requests peers already sent finish and answers them (up to
+   * graceMs), then closes every connection.
+   */
+  async close(graceMs = 2000): Promise<void> {
     this.closed = true;
-    for (const conn of this.outbound.values()) conn.socket.destroy();
-    for (const socket of this.inbound) socket.destroy();
-    this.outbound.clear();
     const server = this.server;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const stopped = server && new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const conn of this.outbound.values()) conn.socket.destroy();
+    this.outbound.clear();
+    if (this.handling.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      });
+      await Promise.race([Promise.allSettled([...this.handling]), grace]);
+      clearTimeout(timer);
+    }
+    // end, not destroy: the replies just written must still reach the peers.
+    for (const socket of this.inbound) {
+      socket.end();
+      setTimeout(() => socket.destroy(), 500).unref();
+    }
+    await stopped;
   }
 }

@@ -82,19 +82,43 @@ function unionSiblings(a: Sibling[], b: Sibling[]): Sibling[] {
   return all.filter((s, i) => i === 0 || !siblingEquals(s, all[i - 1]!));
 }
 
+/** Counts what a merge detected; pass one to sync to learn of dot collisions. */
+export interface SyncStats {
+  /** Dots that named two different values on the two sides (each is kept, as a sibling). */
+  collisions: number;
+  /** The values that lost their dot to the other value of a collision (now anonymous siblings). */
+  collided: Sibling[];
+}
+
 // dvvset:merge/5: both sides know dots I:1..max(n1, n2); a value survives only if neither side
 // has already discarded its dot as obsolete, i.e. the newest max(n1 - |l1|, n2 - |l2|) dots are gone.
-function mergeEntry(e1: Entry, e2: Entry): Entry {
+// A dot both sides hold must carry the same value. If it does not, the dot was minted twice (a bug or
+// lost state; see actors.ts); neither value is dropped: the greater stays bound to the dot, the other
+// goes to `collided`, which sync keeps as an anonymous sibling.
+function mergeEntry(e1: Entry, e2: Entry, collided: Sibling[]): Entry {
   const time = Math.max(e1.time, e2.time);
   const [hi, lo] = e1.counter >= e2.counter ? [e1, e2] : [e2, e1];
   const keep =
     hi.counter - hi.values.length >= lo.counter - lo.values.length
       ? hi.values.length
       : hi.counter - lo.counter + lo.values.length;
-  return { id: hi.id, counter: hi.counter, values: hi.values.slice(0, keep), time };
+  const values = hi.values.slice(0, keep);
+  // lo's value j is dot lo.counter - j, which is hi's value hi.counter - (lo.counter - j).
+  const shift = hi.counter - lo.counter;
+  for (let j = 0; j < lo.values.length; j++) {
+    const i = shift + j;
+    if (i >= values.length) break;
+    const ours = values[i]!;
+    const theirs = lo.values[j]!;
+    const order = compareSiblings(ours, theirs);
+    if (order === 0) continue;
+    values[i] = order > 0 ? ours : theirs;
+    collided.push(order > 0 ? theirs : ours);
+  }
+  return { id: hi.id, counter: hi.counter, values, time };
 }
 
-function syncEntries(a: Entry[], b: Entry[]): Entry[] {
+function syncEntries(a: Entry[], b: Entry[], collided: Sibling[]): Entry[] {
   const out: Entry[] = [];
   let i = 0;
   let j = 0;
@@ -109,7 +133,7 @@ function syncEntries(a: Entry[], b: Entry[]): Entry[] {
       out.push(copyEntry(y));
       j++;
     } else {
-      out.push(mergeEntry(x, y));
+      out.push(mergeEntry(x, y, collided));
       i++;
       j++;
     }
@@ -119,20 +143,53 @@ function syncEntries(a: Entry[], b: Entry[]): Entry[] {
   return out;
 }
 
-/** Merge two clocks of the same key: union of histories, dropping values that either side knows are obsolete (dvvset:sync/2). */
-export function sync(a: Clock, b: Clock): Clock {
+/**
+ * Merge two clocks of the same key: union of histories, dropping values that either side knows are
+ * obsolete (dvvset:sync/2). A dot holding different values on the two sides keeps both (see mergeEntry)
+ * and is counted in stats.
+ */
+export function sync(a: Clock, b: Clock, stats?: SyncStats): Clock {
   let anonymous: Sibling[];
   if (less(a, b)) anonymous = [...b.anonymous];
   else if (less(b, a)) anonymous = [...a.anonymous];
   else anonymous = unionSiblings(a.anonymous, b.anonymous);
-  return { entries: syncEntries(a.entries, b.entries), anonymous };
+  const collided: Sibling[] = [];
+  const entries = syncEntries(a.entries, b.entries, collided);
+  if (collided.length > 0) {
+    if (stats) {
+      stats.collisions += collided.length;
+      stats.collided.push(...collided);
+    }
+    anonymous = unionSiblings(anonymous, collided);
+  }
+  return { entries, anonymous };
+}
+
+/**
+ * Gives each collided value (anonymous after sync) a dot of its own, minted by newActor: a write made
+ * with the context of a read that showed it then supersedes it, as it does any sibling. Anonymous
+ * values are otherwise dropped only by a strictly newer history, which a write may never bring. A value
+ * some entry already holds (another replica bound it first) is not bound twice.
+ */
+export function bindCollided(c: Clock, collided: Sibling[], newActor: () => string, now: number): Clock {
+  if (collided.length === 0) return c;
+  const isCollided = (s: Sibling) => collided.some((x) => siblingEquals(s, x));
+  const bound = (s: Sibling) => c.entries.some((e) => e.values.some((v) => siblingEquals(v, s)));
+  let entries = c.entries.map(copyEntry);
+  for (const value of c.anonymous) {
+    if (isCollided(value) && !bound(value)) entries = event(entries, newActor(), value, now);
+  }
+  return { entries, anonymous: c.anonymous.filter((s) => !isCollided(s)) };
 }
 
 /** sync folded over a list of clocks; undefined for an empty list (dvvset:sync/1). */
-export function syncAll(clocks: Clock[]): Clock | undefined {
+export function syncAll(clocks: Clock[], stats?: SyncStats): Clock | undefined {
   const [first, ...rest] = clocks;
   if (first === undefined) return undefined;
-  return rest.reduce(sync, { entries: first.entries.map(copyEntry), anonymous: [...first.anonymous] });
+  return rest.reduce((acc, c) => sync(acc, c, stats), {
+    entries: first.entries.map(copyEntry),
+    anonymous: [...first.anonymous],
+  });
 }
 
 // dvvset:event/3: the new value becomes the newest dot of id.
@@ -219,13 +276,32 @@ export function equalHistory(a: Clock, b: Clock): boolean {
   );
 }
 
+const sameSiblings = (a: Sibling[], b: Sibling[]) =>
+  a.length === b.length && a.every((s, i) => siblingEquals(s, b[i]!));
+
 /**
- * True when b holds nothing a lacks: same history and as many values. Since sync keeps the newest values
- * of each entry, equal counts under an equal history mean the same values, so merging b into a (or a
- * repair sending b) would change nothing.
+ * True when a and b are the same version: the same history and the same values, byte for byte (each
+ * entry's values in dot order, anonymous values as a set). Equal history alone is not enough: a dot
+ * minted twice names two values, and replicas holding one each must be seen to differ.
  */
 export function sameVersion(a: Clock, b: Clock): boolean {
-  return equalHistory(a, b) && valueCount(a) === valueCount(b);
+  if (!equalHistory(a, b)) return false;
+  if (!a.entries.every((e, i) => sameSiblings(e.values, b.entries[i]!.values))) return false;
+  if (a.anonymous.length !== b.anonymous.length) return false;
+  const order = (x: Sibling, y: Sibling) => compareSiblings(x, y);
+  return sameSiblings([...a.anonymous].sort(order), [...b.anonymous].sort(order));
+}
+
+/**
+ * The values a client sees: values(c) with exact duplicates dropped. One client write can be bound to
+ * two dots when a coordinator attempt timed out after its replica applied it and the next attempt
+ * applied it again; both copies carry the same bytes and timestamp, and a read shows them once (a write
+ * with that read's context supersedes both).
+ */
+export function distinctValues(c: Clock): Sibling[] {
+  const all = values(c);
+  if (all.length < 2) return all;
+  return all.filter((s, i) => all.findIndex((t) => siblingEquals(s, t)) === i);
 }
 
 /** Number of values (siblings, tombstones included) the clock holds. */
@@ -263,8 +339,16 @@ export function lww(c: Clock): Clock {
   return { entries, anonymous };
 }
 
-/** Bound the clock size: while entries.length > maxEntries, drop the oldest (by time) entries that hold no values and are older than now - minAgeMs. Entries holding values are never dropped (no value is lost by pruning). */
-export function prune(c: Clock, opts: { maxEntries: number; minAgeMs: number; now: number }): Clock {
+/**
+ * Bound the clock size: while entries.length > maxEntries, drop the oldest (by time) entries that hold no
+ * values, are older than now - minAgeMs and that keep(id) does not protect (a coordinator protects the
+ * actors it may still mint dots for: forgetting one would restart its counter). Entries holding values are
+ * never dropped (no value is lost by pruning).
+ */
+export function prune(
+  c: Clock,
+  opts: { maxEntries: number; minAgeMs: number; now: number; keep?: (id: string) => boolean },
+): Clock {
   const excess = c.entries.length - opts.maxEntries;
   const copy = (): Clock => ({ entries: c.entries.map(copyEntry), anonymous: [...c.anonymous] });
   if (excess <= 0) return copy();
@@ -272,7 +356,7 @@ export function prune(c: Clock, opts: { maxEntries: number; minAgeMs: number; no
   // Forgetting a young entry would make a write still in flight look concurrent with its own
   // successors; forgetting an old empty one only risks a spurious sibling, as with Riak's vclock pruning.
   const doomed = c.entries
-    .filter((e) => e.values.length === 0 && e.time < cutoff)
+    .filter((e) => e.values.length === 0 && e.time < cutoff && !opts.keep?.(e.id))
     .sort((x, y) => x.time - y.time || compareIds(x.id, y.id))
     .slice(0, excess);
   if (doomed.length === 0) return copy();
