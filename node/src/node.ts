@@ -8,7 +8,7 @@ import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
 import { DynamoError, InvalidRequestError, RemoteError, RequestTimeoutError } from './errors.js';
-import { HintDelivery, HintQueue } from './handoff/index.js';
+import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
 import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
@@ -153,6 +153,7 @@ export async function startNode(
   const hints = await HintQueue.open(store.keySpace('h:'), {
     windowMs: config.hintWindowMs,
     ratePerSecond: config.hintRatePerSecond,
+    redundant: (hint) => hintRouter.redundant(hint),
     onDelivered: (target, n) => metrics.hintsDelivered.inc({ target }, n),
     onExpired: (n) => metrics.hintsExpired.inc(n),
   });
@@ -172,6 +173,7 @@ export async function startNode(
       for (const [target, n] of hints.pending()) pending.set(target, n);
       return pending;
     },
+    overdueHints: () => hints.overdue(),
   });
   const storeHint = async (hint: { target: string; bucket: string; key: string; obj: Buffer }) => {
     await hints.add(hint);
@@ -250,6 +252,13 @@ export async function startNode(
   };
   const call = (peer: string, req: ReplicaRequest, timeoutMs: number) =>
     peer === config.nodeId ? replica.handle(req) : requestPeer(peer, req, timeoutMs);
+  const hintRouter = new HintRouter({
+    self: config.nodeId,
+    membership,
+    props,
+    call,
+    timeoutMs: config.requestTimeoutMs,
+  });
   const coordinator = new Coordinator({
     membership,
     props,
@@ -293,15 +302,7 @@ export async function startNode(
     onReaped: (n) => metrics.tombstonesReaped.inc(n),
   });
   reaper.start(config.tombstoneReapIntervalMs);
-  const handoff = new HintDelivery(
-    hints,
-    (target, hint) => {
-      const lww = props.get(hint.bucket).conflict === 'lww';
-      const req: ReplicaRequest = { op: 'merge', b: hint.bucket, k: hint.key, obj: hint.obj, lww };
-      return requestPeer(target, req, config.requestTimeoutMs).then(() => undefined);
-    },
-    log,
-  );
+  const handoff = new HintDelivery(hints, (target, hint) => hintRouter.send(target, hint), log);
   handoff.start(config.hintDeliveryIntervalMs);
   const peers = () => membership.members().filter((m) => m.id !== config.nodeId);
 

@@ -73,7 +73,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
         ({ child }) =>
           new Promise<void>((done) => {
             if (child.exitCode !== null || child.signalCode !== null) return done();
-            const kill = setTimeout(() => child.kill('SIGKILL'), 10_000);
+            const kill = setTimeout(() => child.kill('SIGKILL'), 30_000); // a node drains its writes first
             child.once('exit', () => {
               clearTimeout(kill);
               done();

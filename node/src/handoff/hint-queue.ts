@@ -30,6 +30,12 @@ export interface HintQueueOptions {
   now?: () => number;
   /** Waits ms, rejecting when signal aborts; injectable so the rate limit is testable without real time. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /**
+   * Whether dropping a hint past the window loses nothing: some true replica of its key already holds
+   * everything it carries. A hint that is not redundant is kept (and still delivered) past the window,
+   * since it may be the last copy of an acknowledged write. Default: every hint is (age alone expires).
+   */
+  redundant?: (hint: Hint) => Promise<boolean>;
   /** Called with the number of hints dropped for outliving the window. */
   onExpired?: (n: number) => void;
   /** Called as hints are delivered to target. */
@@ -109,7 +115,9 @@ export class HintQueue {
   /** Per target, the earliest time of its next send (virtual scheduling form of the token bucket). */
   private readonly nextSendAt = new Map<string, number>();
   private seq = 0;
-  private readonly windowMs: number;
+  /** Per target, hints past the window kept at the last expiry pass because they were not redundant. */
+  private readonly overdueCounts = new Map<string, number>();
+  readonly windowMs: number;
   private readonly rate: number;
   private readonly burst: number;
   private readonly now: () => number;
@@ -164,6 +172,11 @@ export class HintQueue {
     return new Map(this.counts);
   }
 
+  /** Hints past the window that were kept, per target, as the last expiry pass found them. */
+  overdue(): Map<string, number> {
+    return new Map(this.overdueCounts);
+  }
+
   /**
    * Sends target's hints oldest first, at most ratePerSecond, deleting each once send resolves; drops
    * (without sending) those past the window. Stops at the first failed send, leaving that hint queued.
@@ -216,7 +229,7 @@ export class HintQueue {
           if (result.delivered >= maxHints || !(await this.takeTurn(target, signal))) return result;
         }
         // Checked again after the wait for the rate limit, which may have outlasted the hint's window.
-        if (this.isExpired(hint.createdAt)) {
+        if (this.isExpired(hint.createdAt) && (await this.isRedundant(hint))) {
           await this.remove(target, [k]);
           result.expired++;
           this.opts.onExpired?.(1);
@@ -236,22 +249,45 @@ export class HintQueue {
     return result;
   }
 
-  /** Deletes target's hints past the window (a prefix of its keys, as they are ordered by createdAt). */
+  /**
+   * Deletes target's hints past the window that are redundant (they are a prefix of its keys, as keys are
+   * ordered by createdAt); keeps the others and counts them as overdue.
+   */
   private async expireTarget(target: string): Promise<number> {
     // Expired means now - createdAt > windowMs, i.e. createdAt < cutoff for integer createdAt.
     const cutoff = Math.ceil(this.now() - this.windowMs);
     if (cutoff <= 0) return 0;
-    const range = { gte: targetRange(target).gte, lt: `${target}${SEP}${pad(cutoff)}` };
+    const range = { lt: `${target}${SEP}${pad(cutoff)}` };
+    let from = targetRange(target).gte;
     let n = 0;
+    let kept = 0;
     for (;;) {
-      const keys: string[] = [];
-      for await (const [k] of this.space.entries({ ...range, limit: EXPIRE_BATCH })) keys.push(k);
-      if (keys.length === 0) break;
-      await this.remove(target, keys);
-      n += keys.length;
+      const page: Array<[string, Buffer]> = [];
+      for await (const entry of this.space.entries({ gte: from, ...range, limit: EXPIRE_BATCH }))
+        page.push(entry);
+      if (page.length === 0) break;
+      const doomed: string[] = [];
+      for (const [k, bytes] of page) {
+        if (await this.isRedundant(decodeHint(k, bytes))) doomed.push(k);
+        else kept++;
+      }
+      if (doomed.length > 0) await this.remove(target, doomed);
+      n += doomed.length;
+      from = `${page.at(-1)![0]}${SEP}`;
     }
+    if (kept > 0) this.overdueCounts.set(target, kept);
+    else this.overdueCounts.delete(target);
     if (n > 0) this.opts.onExpired?.(n);
     return n;
+  }
+
+  private async isRedundant(hint: Hint): Promise<boolean> {
+    if (!this.opts.redundant) return true;
+    try {
+      return await this.opts.redundant(hint);
+    } catch {
+      return false; // unknown: keep it
+    }
   }
 
   private isExpired(createdAt: number): boolean {

@@ -16,6 +16,8 @@ export interface MetricSources {
   storage: StorageStats;
   members: MemberCounts;
   hints: PendingHints;
+  /** Hints past the hint window kept because no true replica is known to hold their write. */
+  overdueHints?: PendingHints;
   /** phi of every other member (empty with static membership). */
   phis: () => Map<string, number>;
   /** Token ranges a join or decommission of this node has still to move (0 when none is running). */
@@ -54,7 +56,10 @@ export class NodeMetrics {
   readonly streamBytes: Counter<'direction'>;
   readonly streamKeys: Counter<'direction'>;
 
-  constructor(node: string, { storage, members, hints, phis, streamRangesPending }: MetricSources) {
+  constructor(
+    node: string,
+    { storage, members, hints, overdueHints, phis, streamRangesPending }: MetricSources,
+  ) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
     // Gauges whose names end in _total break Prometheus naming rules (promtool flags them); the same
@@ -150,6 +155,16 @@ export class NodeMetrics {
       collect() {
         this.reset();
         for (const [target, count] of hints()) this.set({ target }, count);
+      },
+    });
+    new Gauge({
+      name: 'dynamo_hints_overdue',
+      help: 'Hints past the hint window that are kept (and still delivered) because no true replica of their key is known to hold their write: possibly the last copy.',
+      labelNames: ['target'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [target, count] of overdueHints?.() ?? []) this.set({ target }, count);
       },
     });
     this.merkleDivergent = new Gauge({

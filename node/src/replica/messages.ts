@@ -41,6 +41,10 @@ export interface InfoReply {
 export interface GetReply {
   obj: Buffer | null;
 }
+/** Reply to reap: true when the key is gone (deleted now, or already absent), false when kept. */
+export interface ReapReply {
+  reaped: boolean;
+}
 /** Reply to put: the encoded object as stored after the write. */
 export interface PutReply {
   obj: Buffer;

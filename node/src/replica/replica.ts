@@ -24,7 +24,7 @@ import {
   values,
   withContext,
 } from '../version/index.js';
-import type { GetReply, PutReply, ReplicaRequest } from './messages.js';
+import type { GetReply, PutReply, ReapReply, ReplicaRequest } from './messages.js';
 
 export interface ReplicaOptions {
   self: string;
@@ -114,12 +114,13 @@ export class Replica {
         return { ok: true };
       case 'reap': {
         const agreed = decodeObject(req.obj);
-        const reaped = await this.store.deleteUnless(
+        const outcome = await this.store.deleteUnless(
           req.b,
           req.k,
           (current) => !sameVersion(current, agreed) || values(current).some((s) => isLive(s, this.now())),
         );
-        return { reaped };
+        // Absent counts as reaped: an earlier reap (whose answer was lost) already removed it.
+        return { reaped: outcome !== 'kept' } satisfies ReapReply;
       }
       case 'props.set':
         await this.props.merge(req.props);

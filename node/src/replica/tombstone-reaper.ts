@@ -1,8 +1,10 @@
 /**
  * Garbage collection of tombstones (deleted and expired values). A key whose every value is a tombstone
  * older than the grace period is removed, but only when every replica of the key answers with the same
- * version: then no replica can bring the deleted value back. The key's first live replica decides; each
- * replica deletes only if its copy is still that very version (checked under the key's lock).
+ * version (or has none left): then no replica can bring the deleted value back. The key's first live
+ * replica decides; each replica deletes only if its copy is still that very version (checked under the
+ * key's lock). The decider removes its own copy last, only once every other replica confirmed: a reap
+ * that fails anywhere leaves the decider's tombstone in place, so the next pass tries again.
  */
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
@@ -11,7 +13,7 @@ import { hashKey } from '../ring/index.js';
 import { decodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import { type Clock, isLive, sameVersion, values } from '../version/index.js';
-import type { GetReply, ReplicaRequest } from './messages.js';
+import type { GetReply, ReapReply, ReplicaRequest } from './messages.js';
 
 /** True when every value of the clock is a tombstone whose last change is older than graceMs. */
 export function reapable(c: Clock, now: number, graceMs: number): boolean {
@@ -95,10 +97,20 @@ export class TombstoneReaper {
       // An unreachable replica, or one whose version differs, could bring the value back: keep the tombstone.
       if (r.status === 'rejected') return false;
       const { obj } = r.value as GetReply;
-      if (!obj || !sameVersion(decodeObject(obj), mine)) return false;
+      // No copy: an earlier reap removed it there and the decider's own delete was not reached.
+      if (obj && !sameVersion(decodeObject(obj), mine)) return false;
     }
     const reap: ReplicaRequest = { op: 'reap', b: bucket, k: key, obj: bytes };
-    await Promise.allSettled(pref.map((peer) => this.opts.call(peer, reap, this.opts.timeoutMs)));
-    return true;
+    const others = pref.filter((peer) => peer !== self);
+    const results = await Promise.allSettled(
+      others.map((peer) => this.opts.call(peer, reap, this.opts.timeoutMs)),
+    );
+    const failed = results.filter((r) => r.status === 'rejected' || !(r.value as ReapReply).reaped).length;
+    if (failed > 0) {
+      this.opts.log.debug({ bucket, key, failed }, 'reap not confirmed by every replica; will retry');
+      return false;
+    }
+    const own = (await this.opts.call(self, reap, this.opts.timeoutMs)) as ReapReply;
+    return own.reaped;
   }
 }

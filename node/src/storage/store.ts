@@ -91,19 +91,23 @@ export class ObjectStore {
 
   /**
    * Deletes the object when keep(current) is false, under the key's lock (so no write slips in between
-   * the check and the delete). Resolves true when it deleted.
+   * the check and the delete). Resolves with what happened: deleted, kept, or absent (nothing to delete).
    */
-  deleteUnless(bucket: string, key: string, keep: (current: Clock) => boolean): Promise<boolean> {
+  deleteUnless(
+    bucket: string,
+    key: string,
+    keep: (current: Clock) => boolean,
+  ): Promise<'deleted' | 'kept' | 'absent'> {
     const k = objectKey(bucket, key);
     return this.locks.run(k, async () => {
       const bytes = this.db.getSync(k);
-      if (bytes === undefined) return false;
+      if (bytes === undefined) return 'absent';
       const current = decodeObject(bytes);
-      if (keep(current)) return false;
+      if (keep(current)) return 'kept';
       await this.db.del(k, { sync: this.options.syncWrites });
       this.keys--;
       for (const listener of this.writeListeners) listener(bucket, key, current, undefined);
-      return true;
+      return 'deleted';
     });
   }
 

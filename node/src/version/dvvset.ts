@@ -304,6 +304,18 @@ export function distinctValues(c: Clock): Sibling[] {
   return all.filter((s, i) => all.findIndex((t) => siblingEquals(s, t)) === i);
 }
 
+/**
+ * True when a holds everything b carries, so merging b into a would add nothing: every dot of b is in
+ * a's history (its value kept or superseded there), and b's anonymous values are in a unless a's
+ * history is strictly newer.
+ */
+export function covers(a: Clock, b: Clock): boolean {
+  const counters = new Map(a.entries.map((e) => [e.id, e.counter]));
+  if (!b.entries.every((e) => (counters.get(e.id) ?? 0) >= e.counter)) return false;
+  if (b.anonymous.length === 0 || less(b, a)) return true;
+  return b.anonymous.every((s) => values(a).some((t) => siblingEquals(s, t)));
+}
+
 /** Number of values (siblings, tombstones included) the clock holds. */
 export function valueCount(c: Clock): number {
   return c.anonymous.length + c.entries.reduce((n, e) => n + e.values.length, 0);
