@@ -144,6 +144,16 @@ export class RemoteError extends Error {
   }
 }
 
+/** The node has not yet heard from its cluster since it started: it serves no client request. */
+export class NotReadyError extends DynamoError {
+  readonly status = 503;
+  readonly code = 'not_ready';
+  constructor(message = 'this node has not yet rejoined its cluster; try another node') {
+    super(message);
+    this.name = 'NotReadyError';
+  }
+}
+
 /** Client: an answer the client has no more specific error for (e.g. 500 from a node). */
 export class DynamoHttpError extends DynamoError {
   constructor(

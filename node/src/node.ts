@@ -12,6 +12,7 @@ import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
 import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
+import { KnownMembers, nextGeneration } from './membership/persisted.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
 import { AntiEntropy, type AntiEntropyRequest } from './repair/index.js';
@@ -77,7 +78,9 @@ function gossipMembership(
   log: Logger,
   tokens: Token[],
   status: MemberStatus,
+  generation: number,
   request: (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>,
+  known: KnownMembers,
 ): GossipMembership {
   if (config.members || config.clusterFile) {
     throw new InvalidRequestError(
@@ -98,7 +101,7 @@ function gossipMembership(
       ...(config.rack ? { rack: config.rack } : {}),
       status,
       // A restart is a new incarnation: its entry replaces the old one whatever the old version was.
-      generation: Date.now(),
+      generation,
       version: 1,
     },
     cluster: config.clusterName,
@@ -107,6 +110,8 @@ function gossipMembership(
     intervalMs: config.gossipIntervalMs,
     phiThreshold: config.phiThreshold,
     log,
+    known: known.entries,
+    onChange: (entries) => known.save(entries),
   });
 }
 
@@ -130,9 +135,20 @@ export async function startNode(
   const status: MemberStatus =
     record?.state === 'up' || record?.state === 'leaving' ? record.state : 'joining';
   // The transport is made below; gossip only sends once the node has started.
-  const gossip = config.seeds
-    ? gossipMembership(config, log, tokens, status, (peer, body, t) => transport.request(peer, body, t))
-    : undefined;
+  const generation = config.seeds ? await nextGeneration(store) : 0;
+  const known = config.seeds ? await KnownMembers.load(store, log) : undefined;
+  const gossip =
+    config.seeds && known
+      ? gossipMembership(
+          config,
+          log,
+          tokens,
+          status,
+          generation,
+          (peer, body, t) => transport.request(peer, body, t),
+          known,
+        )
+      : undefined;
   const membership: Membership =
     gossip ?? new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
   const props = await BucketPropsTable.load(store, {
@@ -388,6 +404,7 @@ export async function startNode(
     setProps,
     learnPeers: () => learnPeers(500),
     ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true),
+    rejoined: () => gossip?.hasJoined ?? true,
     ...(streamer ? { streamer } : {}),
   };
   const server = createHttpServer(ctx);
@@ -445,6 +462,7 @@ export async function startNode(
       const left = await coordinator.drain(5000);
       if (left > 0) log.warn({ left }, 'replica calls still running at shutdown');
       await transport.close();
+      await known?.settled();
       await store.close();
       log.info('node stopped');
     },

@@ -5,7 +5,7 @@
  * network, TCP connections hang until timeouts and the failure detector notice. Needs root and iproute2.
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI, spawnNode } from '../integration/harness.js';
@@ -20,6 +20,23 @@ export interface NsNode {
   dataDir: string;
   proc?: ChildProcess;
   output: string[];
+  /** Exits nobody asked for (a crash): each with its exit code or signal. */
+  crashes: string[];
+  /** Set while the test itself stops the process, so its exit is no crash. */
+  stopping?: boolean;
+}
+
+export interface StartOptions {
+  /** Set the node's clock back this many seconds (libfaketime); 0 = the real clock. */
+  skewSeconds?: number;
+}
+
+/** Debian's libfaketime (hack/install-chaos-tools.sh installs it). */
+function libfaketime(): string {
+  const dirs = ['/usr/lib/faketime', ...readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/faketime`)];
+  const found = dirs.map((d) => `${d}/libfaketime.so.1`).find((f) => existsSync(f));
+  if (!found) throw new Error('libfaketime not found: run bash hack/install-chaos-tools.sh (as root)');
+  return found;
 }
 
 export class NetnsCluster {
@@ -75,6 +92,7 @@ export class NetnsCluster {
         url: `http://${address}:8080`,
         dataDir: join(root, `n${i}`),
         output: [],
+        crashes: [],
       });
     }
     const cluster = new NetnsCluster(nodes, tag, root, args);
@@ -93,29 +111,91 @@ export class NetnsCluster {
     return this.nodes[i]!.url;
   }
 
-  async startNode(i: number): Promise<void> {
+  /** Starts (or restarts, on its data directory) node i; resolves once it answers /ready. */
+  async startNode(i: number, opts: StartOptions = {}): Promise<void> {
     const node = this.nodes[i]!;
-    const seed = this.nodes[0]!.address;
-    const args = ['netns', 'exec', node.ns, process.execPath, CLI, 'node', '--node-id', node.id];
-    args.push('--seeds', `${seed}:7070`, '--advertise', `${node.address}:7070`, '--advertise-http', node.url);
+    // n1 and n2 are the seeds (n2 only once there is one), so both seeds can be killed at once.
+    const seeds = this.nodes.slice(0, Math.min(2, this.nodes.length)).map((n) => `${n.address}:7070`);
+    const args = ['netns', 'exec', node.ns];
+    if (opts.skewSeconds) {
+      // libfaketime preloaded by env, which execs (the faketime wrapper forks, and a kill would miss
+      // the node). Timers keep the real monotonic clock; only the wall clock (Date.now) is set back.
+      args.push('env', `LD_PRELOAD=${libfaketime()}`, `FAKETIME=-${opts.skewSeconds}s`);
+      args.push('FAKETIME_DONT_FAKE_MONOTONIC=1');
+    }
+    args.push(process.execPath, CLI, 'node', '--node-id', node.id);
+    args.push(
+      '--seeds',
+      seeds.join(','),
+      '--advertise',
+      `${node.address}:7070`,
+      '--advertise-http',
+      node.url,
+    );
     args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
     args.push(...this.args);
-    node.proc = await spawnNode(node, 'ip', args, `${node.url}/ready`, 30_000);
+    node.stopping = false;
+    const proc = await spawnNode(node, 'ip', args, `${node.url}/ready`, 30_000);
+    node.proc = proc;
+    proc.once('exit', (code, signal) => {
+      if (!node.stopping && node.proc === proc) {
+        const tail = node.output.join('').trim().split('\n').slice(-3).join(' / ');
+        node.crashes.push(`${signal ?? `exit ${code}`}: ${tail.slice(0, 600)}`);
+      }
+    });
+  }
+
+  /** True while node i's process runs (it may be paused). */
+  running(i: number): boolean {
+    const proc = this.nodes[i]!.proc;
+    return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
+  }
+
+  /** Sends signal to node i and waits for it to exit (the exit is no crash). */
+  async kill(i: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const node = this.nodes[i]!;
+    const proc = node.proc;
+    if (!proc || !this.running(i)) return;
+    node.stopping = true;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGCONT'); // a paused process cannot act on SIGTERM
+    proc.kill(signal);
+    await exited;
+  }
+
+  /** SIGSTOP: the process keeps its sockets but answers nothing, as a node in a long GC pause. */
+  pause(i: number): void {
+    this.nodes[i]!.proc?.kill('SIGSTOP');
+  }
+
+  resume(i: number): void {
+    this.nodes[i]!.proc?.kill('SIGCONT');
+  }
+
+  /** Kills node i and deletes its data directory (a lost volume). */
+  async wipe(i: number): Promise<void> {
+    await this.kill(i);
+    rmSync(this.nodes[i]!.dataDir, { recursive: true, force: true });
+  }
+
+  /** Cuts the paths between each pair of node indices, both ways. */
+  cut(pairs: Array<[number, number]>): void {
+    for (const [a, b] of pairs) {
+      for (const [i, j] of [
+        [a, b],
+        [b, a],
+      ] as const) {
+        const route = `${this.nodes[i]!.ns} ${this.nodes[j]!.address}`;
+        if (this.blackholes.has(route)) continue;
+        ip('-n', this.nodes[i]!.ns, 'route', 'add', 'blackhole', `${this.nodes[j]!.address}/32`);
+        this.blackholes.add(route);
+      }
+    }
   }
 
   /** Cuts every path between the two groups (indices), both ways. */
   partition(a: number[], b: number[]): void {
-    for (const [from, to] of [
-      [a, b],
-      [b, a],
-    ] as const) {
-      for (const i of from)
-        for (const j of to) {
-          const route = `${this.nodes[i]!.ns} ${this.nodes[j]!.address}`;
-          ip('-n', this.nodes[i]!.ns, 'route', 'add', 'blackhole', `${this.nodes[j]!.address}/32`);
-          this.blackholes.add(route);
-        }
-    }
+    this.cut(a.flatMap((i) => b.map((j): [number, number] => [i, j])));
   }
 
   /** Restores every path cut by partition(). */
@@ -128,15 +208,7 @@ export class NetnsCluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(
-      this.nodes.map(async (n) => {
-        const proc = n.proc;
-        if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-        const exited = new Promise((r) => proc.once('exit', r));
-        proc.kill('SIGKILL');
-        await exited;
-      }),
-    );
+    await Promise.all(this.nodes.map((_, i) => this.kill(i)));
     // Deleting the namespaces removes their veths, and with the switch's, the host end too.
     for (const n of this.nodes) ip('netns', 'del', n.ns);
     ip('netns', 'del', `dkv${this.tag}-sw`);

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
+import { DynamoError, NotFoundError, NotReadyError, QuorumNotMetError } from '../errors.js';
 import type { Op } from '../metrics/metrics.js';
 import { decommission, nodeStatus, ringView } from './admin.js';
 import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
@@ -32,6 +32,7 @@ async function routeBuckets(
   q: URLSearchParams,
   rid: string,
 ): Promise<Op> {
+  if (!ctx.rejoined()) throw new NotReadyError();
   const bucket = validateBucket(decodeSegment(parts[1] ?? '', 'bucket'));
   const method = req.method ?? 'GET';
   if (parts[2] === 'props' && parts.length === 3) {

@@ -20,6 +20,11 @@ export interface NodeContext {
   learnPeers(): Promise<void>;
   /** True once the node has joined and serves requests. */
   ready(): boolean;
+  /**
+   * False while a restarted node has not yet heard from its cluster: it must not coordinate on the
+   * partial ring it would have (client requests get 503 not_ready).
+   */
+  rejoined(): boolean;
   /** Join and decommission (gossip membership only). */
   streamer?: Streamer;
 }

@@ -73,6 +73,9 @@ const byId = (a: MemberEntry, b: MemberEntry): number => (a.id < b.id ? -1 : a.i
 
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 
+/** A frozen, normalized copy of an entry read from outside (disk, a peer); throws Error if invalid. */
+export const validateEntry = (entry: unknown): MemberEntry => freezeEntry(entry as MemberEntry);
+
 /** A frozen, normalized copy of entry (no unknown fields, no undefined optionals); throws Error if invalid. */
 function freezeEntry(entry: MemberEntry): MemberEntry {
   const bad = (why: string) => new Error(`gossip: invalid member entry '${String(entry?.id)}': ${why}`);

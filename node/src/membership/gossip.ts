@@ -39,6 +39,15 @@ export interface GossipOptions {
   phiThreshold: number;
   log: Logger;
   now?: () => number;
+  /**
+   * The members this node knew when it last ran (persisted in its data directory), or undefined on a
+   * first start. A node that knew other members is joined only once it has exchanged gossip with one of
+   * them or a seed: until then it is not ready and serves no client request (it must not coordinate on
+   * a partial ring, as two seeds restarted together would: a ring of just themselves).
+   */
+  known?: MemberEntry[];
+  /** Called with every entry but this node's whenever the table changes, to persist them. */
+  onChange?: (entries: MemberEntry[]) => void;
 }
 
 /** The address form a seed is requested by. */
@@ -62,9 +71,17 @@ export class GossipMembership implements Membership {
     this.now = opts.now ?? Date.now;
     this.table = new GossipState(opts.cluster, opts.self);
     this.detector = new PhiAccrualDetector({ threshold: opts.phiThreshold });
+    const known = (opts.known ?? []).filter((e) => e.id !== opts.self.id);
+    if (known.length > 0) {
+      this.table.merge(known);
+      // Heard of at start: the detector holds them down if they stay silent, as for any member.
+      for (const e of known) this.detector.heartbeat(e.id, this.now());
+    }
     this.rebuild();
-    // A seed may bootstrap a new cluster alone; any other node is joined once a seed has answered.
-    this.joined = opts.seeds.length === 0 || opts.seeds.includes(opts.self.address);
+    const knewOthers = known.some((e) => e.status !== 'removed');
+    // A seed may bootstrap a new cluster alone, on its first start; a node that was a member of a
+    // cluster with others is joined once it has heard from one of them (or a seed).
+    this.joined = opts.seeds.length === 0 || (!knewOthers && opts.seeds.includes(opts.self.address));
   }
 
   /** Contacts the seeds once: resolves when one answered; rejects when every seed that answered is of another cluster. */
@@ -163,6 +180,21 @@ export class GossipMembership implements Membership {
     // A member's newer version is a heartbeat from it, however many hops the news took.
     for (const e of changed) if (e.id !== this.self) this.detector.heartbeat(e.id, now);
     this.rebuild();
+    // Heartbeats bump versions every round; persist only when a member's place in the ring changed.
+    if (changed.some((e) => e.id !== this.self && this.placeChanged(e))) this.persist();
+  }
+
+  private readonly persisted = new Map<string, string>();
+
+  private placeChanged(e: MemberEntry): boolean {
+    const place = `${e.generation}|${e.status}|${e.address}|${e.tokens.length}|${e.tokens[0] ?? ''}`;
+    if (this.persisted.get(e.id) === place) return false;
+    this.persisted.set(e.id, place);
+    return true;
+  }
+
+  private persist(): void {
+    this.opts.onChange?.(this.table.members().filter((e) => e.id !== this.self));
   }
 
   /** Recomputes the member list, the serving ring and the pending ring from the table. */

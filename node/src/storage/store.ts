@@ -157,8 +157,9 @@ export class ObjectStore {
     return this.db.get(META + name);
   }
 
-  async putMeta(name: string, value: Buffer): Promise<void> {
-    await this.db.put(META + name, value, { sync: this.options.syncWrites });
+  /** Writes a metadata value; sync forces an fsync whatever --sync-writes says. */
+  async putMeta(name: string, value: Buffer, opts: { sync?: boolean } = {}): Promise<void> {
+    await this.db.put(META + name, value, { sync: opts.sync ?? this.options.syncWrites });
   }
 
   async delMeta(name: string): Promise<void> {
