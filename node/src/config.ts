@@ -356,7 +356,7 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'int',
     default: 10800000,
     min: 1000,
-    doc: 'How long a hint for a replica that missed a write is kept (3 h, as Cassandra); older hints are dropped and counted in dynamo_hints_expired_total, and anti-entropy must repair that replica instead.',
+    doc: 'How long a hint for a replica that missed a write is kept (3 h, as Cassandra) before it may be dropped: an older hint is dropped (counted in dynamo_hints_expired_total) only when a current replica of its key already holds what it carries; otherwise it may be the last copy of a write and is kept and still delivered (dynamo_hints_overdue).',
   },
   {
     key: 'hintRatePerSecond',

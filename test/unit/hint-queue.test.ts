@@ -170,6 +170,51 @@ describe('HintQueue', () => {
     expect(expiredTotal).toBe(4);
   });
 
+  it('keeps a hint past the window that no replica covers, delivers it, and counts it as overdue', async () => {
+    const { store } = await openStore();
+    const { time, opts } = fakeTime(1_000_000);
+    const covered = new Set(['redundant']);
+    const queue = await HintQueue.open(store.keySpace('h:'), {
+      ...opts,
+      windowMs: 10_000,
+      redundant: async (h) => covered.has(h.key),
+    });
+    await queue.add(hint('n2', 'redundant', 980_000));
+    await queue.add(hint('n2', 'last-copy', 981_000));
+    await queue.add(hint('n3', 'unknown', 982_000));
+    // The replicas cannot be asked for n3's hint: kept.
+    const failing = await HintQueue.open(store.keySpace('x:'), {
+      ...opts,
+      windowMs: 10_000,
+      redundant: async () => {
+        throw new Error('no replica answered');
+      },
+    });
+    await failing.add(hint('n3', 'unknown', 982_000));
+    expect(await failing.expire()).toBe(0);
+    expect(failing.overdue()).toEqual(new Map([['n3', 1]]));
+
+    expect(await queue.expire()).toBe(1); // only the covered one
+    expect(queue.overdue()).toEqual(
+      new Map([
+        ['n2', 1],
+        ['n3', 1],
+      ]),
+    );
+    expect(queue.pending()).toEqual(
+      new Map([
+        ['n2', 1],
+        ['n3', 1],
+      ]),
+    );
+    const r = recorder();
+    time.t += 1_000_000; // however old, it is still delivered
+    expect(await queue.deliver('n2', r.send)).toEqual({ delivered: 1, expired: 0, failed: false });
+    expect(r.keys()).toEqual(['last-copy']);
+    expect(await queue.expire()).toBe(0);
+    expect(queue.overdue()).toEqual(new Map([['n3', 1]]));
+  });
+
   it('drops a hint that expires while earlier ones wait for the rate limit', async () => {
     const { store } = await openStore();
     const { time, opts } = fakeTime(1_000_000);

@@ -326,6 +326,9 @@ export class HintQueue {
   private forget(target: string, n: number): void {
     const left = (this.counts.get(target) ?? 0) - n;
     if (left > 0) this.counts.set(target, left);
-    else this.counts.delete(target);
+    else {
+      this.counts.delete(target);
+      this.overdueCounts.delete(target);
+    }
   }
 }
