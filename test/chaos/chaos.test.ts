@@ -8,22 +8,30 @@ import { ensureTools } from '../support/system-tools.js';
 import { failures, runSchedule, table } from './runner.js';
 import type { FaultKind } from './schedule.js';
 
+// Between them, every kind of fault once per run, in an order (and on nodes) drawn from the seed.
 const GROUPS: Array<{ seed: number; kinds: FaultKind[] }> = [
   { seed: 101, kinds: ['partition-halves', 'partition-ring', 'partition-bridge', 'partition-isolate'] },
   { seed: 202, kinds: ['kill-seeds', 'kill-busiest', 'kill-two', 'pause'] },
-  { seed: 303, kinds: ['wipe', 'skew', 'kill-one', 'partition-isolate'] },
+  { seed: 303, kinds: ['wipe', 'skew', 'kill-one'] },
 ];
 
 describe('chaos: seeded fault schedules against 5 nodes in network namespaces', () => {
   for (const { seed, kinds } of GROUPS) {
     it(`seed ${seed} (${kinds.join(', ')}): no acknowledged add or blind write is lost`, async () => {
       ensureTools(['ip', 'faketime'], 'install-chaos-tools.sh');
-      const r = await runSchedule({ seed, mode: 'siblings', faults: 3, kinds, log: console.log });
+      const r = await runSchedule({
+        seed,
+        mode: 'siblings',
+        faults: 0,
+        kinds,
+        everyKind: true,
+        log: console.log,
+      });
       console.log(table([r]));
       expect(failures(r), r.check.examples.join('\n')).toEqual([]);
       expect(r.ackedAdds).toBeGreaterThan(100);
       expect(r.ackedBlind).toBeGreaterThan(50);
-    }, 240_000);
+    }, 300_000);
   }
 
   it('the checker sees loss: a last-writer-wins bucket loses concurrent adds', async () => {

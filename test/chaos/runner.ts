@@ -15,6 +15,8 @@ export interface RunOptions {
   mode: 'siblings' | 'lww';
   faults: number;
   kinds?: readonly FaultKind[];
+  /** Each of kinds exactly once (faults is ignored). */
+  everyKind?: boolean;
   nodes?: number;
   maxHoldMs?: number;
   convergeTimeoutMs?: number;
@@ -108,6 +110,7 @@ export async function runSchedule(opts: RunOptions): Promise<RunResult> {
     nodes,
     faults: opts.faults,
     ...(opts.kinds ? { kinds: opts.kinds } : {}),
+    ...(opts.everyKind ? { everyKind: true } : {}),
     maxHoldMs: opts.maxHoldMs ?? 5000,
   });
   const schedule = describeSchedule(faults);

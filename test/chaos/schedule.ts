@@ -38,6 +38,8 @@ export interface ScheduleOptions {
   faults: number;
   /** Kinds to draw from (default: all). */
   kinds?: readonly FaultKind[];
+  /** Each kind exactly once, in an order drawn from the seed (faults is then the number of kinds). */
+  everyKind?: boolean;
   /** Longest hold of a fault, ms (pauses are held at least minPauseMs, beyond failure detection). */
   maxHoldMs?: number;
   minPauseMs?: number;
@@ -49,9 +51,11 @@ export function generateSchedule(seed: number, opts: ScheduleOptions): Fault[] {
   const kinds = opts.kinds ?? FAULT_KINDS;
   const maxHold = opts.maxHoldMs ?? 5000;
   const faults: Fault[] = [];
-  for (let f = 0; f < opts.faults; f++) {
-    const kind = rng.pick(kinds);
-    const order = rng.shuffle(all);
+  const order = opts.everyKind ? rng.shuffle(kinds) : undefined;
+  const count = order ? order.length : opts.faults;
+  for (let f = 0; f < count; f++) {
+    const kind = order ? order[f]! : rng.pick(kinds);
+    const nodes = rng.shuffle(all);
     const fault: Fault = {
       kind,
       nodes: [],
@@ -63,35 +67,35 @@ export function generateSchedule(seed: number, opts: ScheduleOptions): Fault[] {
     switch (kind) {
       case 'partition-halves': {
         const cut = rng.int(1, opts.nodes - 1);
-        fault.nodes = order.slice(0, cut);
-        fault.others = order.slice(cut);
+        fault.nodes = nodes.slice(0, cut);
+        fault.others = nodes.slice(cut);
         break;
       }
       case 'partition-isolate':
-        fault.nodes = order.slice(0, 1);
-        fault.others = order.slice(1);
+        fault.nodes = nodes.slice(0, 1);
+        fault.others = nodes.slice(1);
         break;
       case 'partition-ring':
-        fault.nodes = order; // each node reaches only its two neighbours in this order
+        fault.nodes = nodes; // each node reaches only its two neighbours in this order
         break;
       case 'partition-bridge': {
         // nodes[0] is the bridge: it reaches both sides, which cannot reach each other.
         const half = Math.floor((opts.nodes - 1) / 2);
-        fault.nodes = [order[0]!, ...order.slice(1, 1 + half)];
-        fault.others = order.slice(1 + half);
+        fault.nodes = [nodes[0]!, ...nodes.slice(1, 1 + half)];
+        fault.others = nodes.slice(1 + half);
         break;
       }
       case 'kill-one':
       case 'wipe':
       case 'skew':
-        fault.nodes = order.slice(0, 1);
+        fault.nodes = nodes.slice(0, 1);
         break;
       case 'pause':
-        fault.nodes = order.slice(0, 1);
+        fault.nodes = nodes.slice(0, 1);
         fault.holdMs = Math.max(fault.holdMs, opts.minPauseMs ?? 4000);
         break;
       case 'kill-two':
-        fault.nodes = order.slice(0, 2);
+        fault.nodes = nodes.slice(0, 2);
         break;
       case 'kill-seeds':
         fault.nodes = [0, 1];

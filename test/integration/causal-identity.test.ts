@@ -37,6 +37,13 @@ async function valuesAt(url: string, bucket: string, key: string): Promise<strin
   return body.siblings.map((s) => Buffer.from(s.value, 'base64').toString()).sort();
 }
 
+/** Restarts the given nodes and waits until no node holds a hint any more. */
+async function restartAndDrain(c: TestCluster, nodes: number[]): Promise<void> {
+  for (const i of nodes) await c.startNode(i);
+  const urls = c.nodes.map((n) => n.url);
+  await waitFor('hints delivered', async () => (await metric(urls, /^dynamo_hints_pending\{/)) === 0, 30_000);
+}
+
 const put = (url: string, bucket: string, key: string, value: string, query = '', headers = {}) =>
   fetch(`${url}/buckets/${bucket}/keys/${key}${query}`, {
     method: 'PUT',
@@ -62,15 +69,14 @@ describe('acknowledged writes survive', () => {
       const res = await put(c.url(0), 'si', key, value);
       expect(res.status, await res.text()).toBe(204);
     }
-    for (const r of replicas) await c.startNode(r);
-    const urls = c.nodes.map((n) => n.url);
-    await waitFor(
-      'hints delivered',
-      async () => (await metric(urls, /^dynamo_hints_pending\{/)) === 0,
-      30_000,
-    );
+    await restartAndDrain(c, replicas);
     expect(await valuesAt(c.url(replicas[0]!), 'si', key)).toEqual(['one', 'two']);
-    expect(await metric(urls, /^dynamo_dot_collisions_total/)).toBe(0);
+    expect(
+      await metric(
+        c.nodes.map((n) => n.url),
+        /^dynamo_dot_collisions_total/,
+      ),
+    ).toBe(0);
   });
 
   it('a key re-created after a reap survives a replica that kept the old tombstone', async () => {
@@ -164,13 +170,7 @@ describe('acknowledged writes survive', () => {
       async () => (await metric(standIns, /^dynamo_hints_overdue\{/)) > 0,
     );
     expect(await metric(standIns, /^dynamo_hints_expired_total/)).toBe(0);
-    for (const r of replicas) await c.startNode(r);
-    const urls = c.nodes.map((n) => n.url);
-    await waitFor(
-      'hints delivered',
-      async () => (await metric(urls, /^dynamo_hints_pending\{/)) === 0,
-      30_000,
-    );
+    await restartAndDrain(c, replicas);
     expect(await valuesAt(c.url(replicas[0]!), 'lc', key)).toEqual(['last copy']);
   }, 60_000);
 });
