@@ -173,4 +173,40 @@ describe('acknowledged writes survive', () => {
     await restartAndDrain(c, replicas);
     expect(await valuesAt(c.url(replicas[0]!), 'lc', key)).toEqual(['last copy']);
   }, 60_000);
+
+  it('hints for a member removed while down are delivered to the key’s current replicas', async () => {
+    c = await TestCluster.start(4, ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200'], {
+      gossip: true,
+    });
+    const states = async () =>
+      (
+        (await (await fetch(`${c!.url(0)}/admin/ring`)).json()) as {
+          members: Array<{ id: string; state: string }>;
+        }
+      ).members;
+    await waitFor('all up', async () => (await states()).every((m) => m.state === 'up'), 30_000);
+    await c.kill(3);
+    await waitFor(
+      'n4 down',
+      async () => (await states()).find((m) => m.id === 'n4')?.state === 'down',
+      20_000,
+    );
+    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
+    for (const k of keys) expect((await put(c.url(i(k)), 'rm', k, `v-${k}`, '?w=2')).status).toBe(204);
+    const urls = c.nodes.slice(0, 3).map((n) => n.url);
+    expect(await metric(urls, /^dynamo_hints_pending\{target="n4"/)).toBeGreaterThan(0);
+    const removed = await fetch(`${c.url(0)}/admin/members/n4/remove`, { method: 'POST' });
+    expect(removed.status).toBe(200);
+    // n4 is gone for good: its hints go to the keys' replicas now, and the queues drain.
+    await waitFor(
+      'hints redirected',
+      async () => (await metric(urls, /^dynamo_hints_pending\{/)) === 0,
+      30_000,
+    );
+    for (const k of keys) expect(await valuesAt(c.url(1), 'rm', k)).toEqual([`v-${k}`]);
+
+    function i(k: string): number {
+      return Number(k.slice(1)) % 3;
+    }
+  }, 90_000);
 });

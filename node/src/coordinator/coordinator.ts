@@ -8,6 +8,7 @@ import { QuorumNotMetError, RemoteError, TooManySiblingsError } from '../errors.
 import type { Membership } from '../membership/membership.js';
 import type { GetReply, PutReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey } from '../ring/index.js';
+import { InFlight } from '../runtime/in-flight.js';
 import { decodeObject, encodeObject } from '../storage/codec.js';
 import { type Clock, lww, type Sibling, syncAll, type VersionVector } from '../version/index.js';
 import { awaitQuorum } from './quorum.js';
@@ -51,19 +52,13 @@ export interface WriteOptions {
 
 export class Coordinator {
   /** Replica calls, hints and repairs still running for requests already answered. */
-  private readonly background = new Set<Promise<unknown>>();
+  private readonly background = new InFlight();
 
   constructor(private readonly deps: CoordinatorDeps) {}
 
-  /** Keeps p in the background set until it settles (drain waits for it). */
+  /** Counts p as background work until it settles (drain waits for it). */
   private track<T>(p: Promise<T>): Promise<T> {
-    const settled = p.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.background.add(settled);
-    void settled.finally(() => this.background.delete(settled));
-    return p;
+    return this.background.track(p);
   }
 
   /**
@@ -71,17 +66,8 @@ export class Coordinator {
    * answered: a graceful shutdown calls it before closing the database, so no acknowledged write loses
    * its hint. Resolves with the number still running at the deadline.
    */
-  async drain(timeoutMs: number): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.background.size > 0 && Date.now() < deadline) {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
-      });
-      await Promise.race([Promise.allSettled([...this.background]), late]);
-      clearTimeout(timer);
-    }
-    return this.background.size;
+  drain(timeoutMs: number): Promise<number> {
+    return this.background.drained(timeoutMs);
   }
 
   /** Replicas of a key for its bucket's n, in preference order. */
@@ -104,7 +90,11 @@ export class Coordinator {
     ]);
     const wait = awaitQuorum('get', calls, opts.r);
     const replies = await wait.quorum;
-    this.track(wait.settled.then((all) => this.repair(bucket, key, all.ok, props.conflict === 'lww', opts)));
+    this.background.begin();
+    void wait.settled.then((all) => {
+      this.repair(bucket, key, all.ok, props.conflict === 'lww', opts);
+      this.background.end(); // after repair tracked its calls, so a drain never sees 0 in between
+    });
     return this.resolve(
       replies.ok.map((r) => r.value),
       props.conflict === 'lww',

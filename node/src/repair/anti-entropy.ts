@@ -4,7 +4,7 @@
  * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
  * differ, by the normal merge in both directions.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
 import type { Membership } from '../membership/membership.js';
@@ -28,21 +28,20 @@ export type AntiEntropyRequest =
  * differ. A 128-bit hash: it only feeds pairHash, which hashes it again with the key.
  */
 export function versionDigest(c: Clock): Buffer {
-  const h = createHash('sha256');
-  for (const [id, counter] of join(c)) h.update(`${id}:${counter};`);
+  // One string of every field but the value bytes, then the values: one-shot hashing of one buffer.
+  let head = '';
+  const parts: Buffer[] = [];
   const add = (s: Sibling) => {
-    h.update(
-      `|${s.contentType.length}:${s.contentType}:${s.lastModified}:${s.expiresAt}:${s.deleted ? 1 : 0}:${s.value.length}:`,
-    );
-    h.update(s.value);
+    head += `|${s.contentType.length}:${s.contentType}:${s.lastModified}:${s.expiresAt}:${s.deleted ? 1 : 0}:${s.value.length}`;
+    parts.push(s.value);
   };
   for (const e of c.entries) {
-    h.update(`#${e.values.length}`);
+    head += `;${e.id}:${e.counter}#${e.values.length}`;
     for (const s of e.values) add(s);
   }
-  h.update(`@${c.anonymous.length}`);
-  for (const s of [...c.anonymous].sort(compareSiblings)) add(s);
-  return h.digest().subarray(0, 16);
+  head += `@${c.anonymous.length}`;
+  for (const s of c.anonymous.length > 1 ? [...c.anonymous].sort(compareSiblings) : c.anonymous) add(s);
+  return hash('sha256', Buffer.concat([Buffer.from(head), ...parts]), 'buffer').subarray(0, 16);
 }
 
 const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;

@@ -4,6 +4,7 @@
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { DynamoError, PeerUnavailableError, RemoteError, RequestTimeoutError } from '../errors.js';
+import { InFlight } from '../runtime/in-flight.js';
 import { encodeFrame, type Frame, FrameDecoder, FrameKind } from './frame.js';
 import type { RequestHandler, Transport } from './transport.js';
 
@@ -94,7 +95,7 @@ export class TcpTransport implements Transport {
   private readonly outbound = new Map<string, PeerConnection>();
   private readonly inbound = new Set<Socket>();
   /** Requests from peers being handled; close waits for them so their replies go out. */
-  private readonly handling = new Set<Promise<unknown>>();
+  private readonly handling = new InFlight();
   /**
    * After repeated failed connects, requests fail fast until `at` instead of reconnecting per request.
    * The first failure sets no wait: a peer that is just starting must not look dead for a while.
@@ -159,17 +160,20 @@ export class TcpTransport implements Transport {
             return;
           }
           const peer = from;
-          const handled = handler(peer, frame.payload).then(
-            (reply) => !socket.destroyed && send(socket, FrameKind.Reply, frame.id, reply ?? null),
+          this.handling.begin();
+          handler(peer, frame.payload).then(
+            (reply) => {
+              this.handling.end();
+              if (!socket.destroyed) send(socket, FrameKind.Reply, frame.id, reply ?? null);
+            },
             (err: Error) => {
+              this.handling.end();
               const code = err instanceof DynamoError ? err.code : 'internal';
               if (!(err instanceof DynamoError)) this.opts.onError?.(err, `handling request from ${peer}`);
               if (!socket.destroyed)
                 send(socket, FrameKind.ErrorReply, frame.id, { code, message: err.message });
             },
           );
-          this.handling.add(handled);
-          void handled.finally(() => this.handling.delete(handled));
         }
       }
     });
@@ -258,14 +262,7 @@ export class TcpTransport implements Transport {
     const stopped = server && new Promise<void>((resolve) => server.close(() => resolve()));
     for (const conn of this.outbound.values()) conn.socket.destroy();
     this.outbound.clear();
-    if (this.handling.size > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, graceMs);
-      });
-      await Promise.race([Promise.allSettled([...this.handling]), grace]);
-      clearTimeout(timer);
-    }
+    await this.handling.drained(graceMs);
     // end, not destroy: the replies just written must still reach the peers.
     for (const socket of this.inbound) {
       socket.end();
