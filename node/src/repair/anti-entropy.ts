@@ -12,7 +12,7 @@ import type { GetReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey, type Ring } from '../ring/index.js';
 import { decodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
-import { type Clock, compareSiblings, join, type Sibling } from '../version/index.js';
+import { type Clock, compareSiblings, type Sibling } from '../version/index.js';
 import { compareLevelByLevelAsync, MerkleTree, pairHash, type TokenRange } from './merkle.js';
 
 const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
