@@ -227,11 +227,17 @@ describe('ActorMint', () => {
     expect(m.actorFor(k1)).toBe(first);
     const other = m.actorFor(undefined);
     expect(other).not.toBe(first);
-    m.retire();
+    const k2 = update(fresh(sib('w')), undefined, other, 0);
+    m.retire(k1); // k1 was deleted: its actor ends, the other key's goes on
     expect(m.isActive(first)).toBe(false);
+    expect(m.isActive(other)).toBe(true);
+    expect(m.actorFor(k2)).toBe(other);
     const after = m.actorFor(k1);
     expect(after).not.toBe(first);
     expect(after).not.toBe(other);
+    m.retireAll();
+    expect(m.isActive(other)).toBe(false);
+    expect(m.actorFor(k2)).not.toBe(other);
   });
 
   it('never continues an actor of another incarnation or another node', () => {

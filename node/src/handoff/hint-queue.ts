@@ -68,6 +68,9 @@ const SEP = '\u0000';
 const pad = (n: number) => n.toString().padStart(16, '0');
 const PAGE = 256;
 const EXPIRE_BATCH = 1000;
+const EXPIRE_EVERY_MS = 60_000;
+/** Redundancy checks (reads of the key's replicas) per target and expiry pass; the rest wait. */
+const MAX_CHECKS_PER_PASS = 1000;
 
 /** Key of a hint: grouped by target, then oldest first; seq keeps hints of the same ms apart and in order. */
 const hintKey = (target: string, createdAt: number, seq: number) =>
@@ -115,6 +118,8 @@ export class HintQueue {
   /** Per target, the earliest time of its next send (virtual scheduling form of the token bucket). */
   private readonly nextSendAt = new Map<string, number>();
   private seq = 0;
+  /** Per target, when its expiry last ran on the delivery path. */
+  private readonly lastExpired = new Map<string, number>();
   /** Per target, hints past the window kept at the last expiry pass because they were not redundant. */
   private readonly overdueCounts = new Map<string, number>();
   readonly windowMs: number;
@@ -214,7 +219,7 @@ export class HintQueue {
     send: (hint: Hint) => Promise<void>,
     { maxHints = Number.POSITIVE_INFINITY, signal }: DeliverOptions,
   ): Promise<DeliveryResult> {
-    const result: DeliveryResult = { delivered: 0, expired: await this.expireTarget(target), failed: false };
+    const result: DeliveryResult = { delivered: 0, expired: await this.expireDue(target), failed: false };
     const range = targetRange(target);
     let from = range.gte;
     while (result.delivered < maxHints && !signal?.aborted) {
@@ -261,6 +266,7 @@ export class HintQueue {
     let from = targetRange(target).gte;
     let n = 0;
     let kept = 0;
+    let checks = 0;
     for (;;) {
       const page: Array<[string, Buffer]> = [];
       for await (const entry of this.space.entries({ gte: from, ...range, limit: EXPIRE_BATCH }))
@@ -268,7 +274,7 @@ export class HintQueue {
       if (page.length === 0) break;
       const doomed: string[] = [];
       for (const [k, bytes] of page) {
-        if (await this.isRedundant(decodeHint(k, bytes))) doomed.push(k);
+        if (checks++ < MAX_CHECKS_PER_PASS && (await this.isRedundant(decodeHint(k, bytes)))) doomed.push(k);
         else kept++;
       }
       if (doomed.length > 0) await this.remove(target, doomed);
@@ -279,6 +285,18 @@ export class HintQueue {
     else this.overdueCounts.delete(target);
     if (n > 0) this.opts.onExpired?.(n);
     return n;
+  }
+
+  /**
+   * expireTarget at most once a window (and once a minute) per target on the delivery path: checking
+   * whether old hints are redundant asks their keys' replicas, too much for every delivery attempt.
+   */
+  private async expireDue(target: string): Promise<number> {
+    const every = Math.min(EXPIRE_EVERY_MS, this.windowMs);
+    const last = this.lastExpired.get(target);
+    if (last !== undefined && this.now() - last < every) return 0;
+    this.lastExpired.set(target, this.now());
+    return this.expireTarget(target);
   }
 
   private async isRedundant(hint: Hint): Promise<boolean> {

@@ -55,8 +55,8 @@ export class Replica {
     this.now = opts.now ?? Date.now;
     this.actors = opts.actors ?? new ActorMint(opts.self);
     // Any local delete (reaping, cleanup) may later meet an older copy of the key: retire the actors.
-    store.onWrite((_b, _k, _before, after) => {
-      if (after === undefined) this.actors.retire();
+    store.onWrite((_b, _k, before, after) => {
+      if (after === undefined && before) this.actors.retire(before);
     });
   }
 

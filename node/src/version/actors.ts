@@ -12,9 +12,11 @@
  *   bring an old actor back);
  * - a missing local copy (a key never written here, one reaped, or a stand-in write, which has no
  *   local copy of the key): the write gets an actor of its own, minted on the spot;
- * - a local delete (tombstone reaping, cleanup): every actor minted so far is retired, so a copy of the
- *   key merged back later (a late hint, a replica that missed the reap) cannot make an actor continue
- *   from a counter below the one it had reached;
+ * - a local delete (tombstone reaping, cleanup): the actors of this incarnation in the deleted copy are
+ *   retired (every actor with a dot on a key has its entry in the key's local copy), so a copy merged
+ *   back later (a late hint, a replica that missed the reap) cannot make an actor continue from a
+ *   counter below the one it had reached. Past RETIRED_LIMIT retired actors, every actor minted so far
+ *   is retired at once instead, which bounds the memory this takes;
  * - pruning: the actors this node may still continue are protected from clock pruning (isActive).
  *
  * Actor ids look like `<node>~<incarnation>~<n>`, n in base 36. A key written by one coordinator holds
@@ -24,13 +26,18 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock } from './dvvset.js';
 
+/** Retired actors remembered one by one before a retirement of all of them (a floor) replaces them. */
+const RETIRED_LIMIT = 10_000;
+
 export class ActorMint {
   /** Random per process: 48 bits, so two incarnations of one node collide with probability 2^-48. */
   readonly incarnation: string;
   private readonly prefix: string;
   private next = 0;
-  /** Actors numbered below this were minted before a local delete and may not be continued. */
+  /** Actors numbered below this may not be continued (all were retired at once). */
   private floor = 0;
+  /** Actors at or above the floor that were retired one by one. */
+  private readonly retired = new Set<number>();
 
   constructor(
     readonly node: string,
@@ -49,21 +56,35 @@ export class ActorMint {
       let best = -1;
       for (const e of local.entries) {
         const n = this.numberOf(e.id);
-        if (n > best) best = n;
+        if (n > best && this.active(n)) best = n;
       }
-      if (best >= this.floor) return this.prefix + best.toString(36);
+      if (best >= 0) return this.prefix + best.toString(36);
     }
     return this.prefix + (this.next++).toString(36);
   }
 
-  /** A key was deleted from the local store: no actor minted so far may be continued. */
-  retire(): void {
+  /** A key was deleted from the local store: the actors of its deleted copy may not be continued. */
+  retire(deleted: Clock): void {
+    for (const e of deleted.entries) {
+      const n = this.numberOf(e.id);
+      if (this.active(n)) this.retired.add(n);
+    }
+    if (this.retired.size > RETIRED_LIMIT) this.retireAll();
+  }
+
+  /** No actor minted so far may be continued. */
+  retireAll(): void {
     this.floor = this.next;
+    this.retired.clear();
   }
 
   /** True when id is an actor this node may still continue (clock pruning must keep its entry). */
   isActive(id: string): boolean {
-    return this.numberOf(id) >= this.floor;
+    return this.active(this.numberOf(id));
+  }
+
+  private active(n: number): boolean {
+    return n >= this.floor && !this.retired.has(n);
   }
 
   /** True when id was minted by this node in any incarnation. */
