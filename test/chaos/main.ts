@@ -59,5 +59,19 @@ console.log(
     `${sum((r) => r.check.lostAdds)} and ${sum((r) => r.check.lostBlind)} lost; ` +
     `max convergence ${(Math.max(0, ...siblings.map((r) => r.convergeMs)) / 1000).toFixed(1)} s`,
 );
+const kinds: Record<string, number> = {};
+for (const r of siblings) for (const [k, n] of Object.entries(r.faultsByKind)) kinds[k] = (kinds[k] ?? 0) + n;
+console.log(
+  `faults by kind: ${Object.entries(kinds)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ')}`,
+);
+const during = siblings.reduce(
+  (a, r) => [a[0]! + r.duringFaults.acknowledged, a[1]! + r.duringFaults.attempted],
+  [0, 0],
+);
+console.log(
+  `availability while a fault was held: ${((100 * during[0]!) / Math.max(1, during[1]!)).toFixed(1)}% of ${during[1]} operations acknowledged`,
+);
 console.log(`${results.length - failed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);
