@@ -59,8 +59,9 @@ console.log(
     `${sum((r) => r.check.lostAdds)} and ${sum((r) => r.check.lostBlind)} lost; ` +
     `max convergence ${(Math.max(0, ...siblings.map((r) => r.convergeMs)) / 1000).toFixed(1)} s`,
 );
-const kinds: Record<string, number> = {};
-for (const r of siblings) for (const [k, n] of Object.entries(r.faultsByKind)) kinds[k] = (kinds[k] ?? 0) + n;
+const byKind: Record<string, number> = {};
+for (const r of siblings)
+  for (const [k, n] of Object.entries(r.faultsByKind)) byKind[k] = (byKind[k] ?? 0) + n;
 console.log(
   `faults by kind: ${Object.entries(kinds)
     .map(([k, n]) => `${k} ${n}`)
