@@ -63,7 +63,7 @@ const byKind: Record<string, number> = {};
 for (const r of siblings)
   for (const [k, n] of Object.entries(r.faultsByKind)) byKind[k] = (byKind[k] ?? 0) + n;
 console.log(
-  `faults by kind: ${Object.entries(kinds)
+  `faults by kind: ${Object.entries(byKind)
     .map(([k, n]) => `${k} ${n}`)
     .join(', ')}`,
 );
