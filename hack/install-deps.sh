@@ -8,7 +8,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}"
 fi
-bash "$(dirname "$0")/install-chaos-tools.sh" # iproute2 and faketime for test/chaos
+bash "$(dirname "$0")/install-test-tools.sh" # iproute2, faketime (test/chaos), shellcheck (test/chart)
 bash "$(dirname "$0")/install-prometheus.sh" # prometheus + promtool for test/dashboard
 bash "$(dirname "$0")/install-helm.sh" >/dev/null # helm + kubectl for test/chart (cached under ~/.cache/dynamo-kv)
 # etcd (Debian's etcd-server) plus kube-apiserver, kube-controller-manager and kubectl built with Go for

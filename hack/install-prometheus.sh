@@ -43,7 +43,7 @@ service_pids() {
   done
 }
 if [ -n "$(service_pids)" ]; then
-  [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  if [ -x /etc/init.d/prometheus ]; then /etc/init.d/prometheus stop >/dev/null 2>&1 || true; fi
   for pid in $(service_pids); do kill "$pid" 2>/dev/null || true; done
 fi
 

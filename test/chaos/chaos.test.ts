@@ -18,7 +18,7 @@ const GROUPS: Array<{ seed: number; kinds: FaultKind[] }> = [
 describe('chaos: seeded fault schedules against 5 nodes in network namespaces', () => {
   for (const { seed, kinds } of GROUPS) {
     it(`seed ${seed} (${kinds.join(', ')}): no acknowledged add or blind write is lost`, async () => {
-      ensureTools(['ip', 'faketime'], 'install-chaos-tools.sh');
+      ensureTools(['ip', 'faketime'], 'install-test-tools.sh');
       const r = await runSchedule({
         seed,
         mode: 'siblings',
@@ -35,7 +35,7 @@ describe('chaos: seeded fault schedules against 5 nodes in network namespaces', 
   }
 
   it('the checker sees loss: a last-writer-wins bucket loses concurrent adds', async () => {
-    ensureTools(['ip', 'faketime'], 'install-chaos-tools.sh');
+    ensureTools(['ip', 'faketime'], 'install-test-tools.sh');
     const r = await runSchedule({
       seed: 404,
       mode: 'lww',

@@ -25,7 +25,7 @@ const kinds = values.kinds?.split(',') as FaultKind[] | undefined;
 for (const k of kinds ?? [])
   if (!FAULT_KINDS.includes(k)) throw new Error(`unknown fault kind ${k}: ${FAULT_KINDS.join(', ')}`);
 if (!Number.isSafeInteger(count) || count < 1) throw new Error('--schedules must be a positive integer');
-ensureTools(['ip', 'faketime'], 'install-chaos-tools.sh');
+ensureTools(['ip', 'faketime'], 'install-test-tools.sh');
 
 const results: RunResult[] = [];
 let failed = 0;

@@ -31,11 +31,11 @@ export interface StartOptions {
   skewSeconds?: number;
 }
 
-/** Debian's libfaketime (hack/install-chaos-tools.sh installs it). */
+/** Debian's libfaketime (hack/install-test-tools.sh installs it). */
 function libfaketime(): string {
   const dirs = ['/usr/lib/faketime', ...readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/faketime`)];
   const found = dirs.map((d) => `${d}/libfaketime.so.1`).find((f) => existsSync(f));
-  if (!found) throw new Error('libfaketime not found: run bash hack/install-chaos-tools.sh (as root)');
+  if (!found) throw new Error('libfaketime not found: run bash hack/install-test-tools.sh (as root)');
   return found;
 }
 

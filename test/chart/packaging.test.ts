@@ -2,31 +2,29 @@
  * The packaging around the chart that cannot run here (no Docker engine): the image build's inputs stay in
  * step with the TypeScript build, and the shell scripts parse (and pass shellcheck where it is installed).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { ensureTools } from '../support/system-tools.js';
 import { REPO_ROOT } from './render.js';
 
 const run = promisify(execFile);
 const read = (path: string) => readFileSync(resolve(REPO_ROOT, path), 'utf8');
-const SCRIPTS = ['hack/install-helm.sh', 'hack/kind-e2e.sh'];
+const SCRIPTS = [
+  'hack/install-helm.sh',
+  'hack/kind-e2e.sh',
+  'hack/install-deps.sh',
+  'hack/install-prometheus.sh',
+  'hack/install-test-tools.sh',
+  'hack/k8s-control-plane.sh',
+];
 
 /** Top-level folders `npm run build` compiles (tsconfig.build.json's include). */
 function buildInputs(): string[] {
   const config = JSON.parse(read('tsconfig.build.json')) as { include: string[] };
   return [...new Set(config.include.map((p) => p.split('/')[0]!))];
-}
-
-/** Whether a tool is on PATH (decided when the file loads, so a missing tool shows as a skipped test). */
-function onPath(tool: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('the image build', () => {
@@ -69,7 +67,8 @@ describe('the chart scripts', () => {
     await expect(run('bash', ['-n', resolve(REPO_ROOT, script)])).resolves.toBeDefined();
   });
 
-  it.skipIf(!onPath('shellcheck')).each(SCRIPTS)('%s passes shellcheck', async (script) => {
+  it.each(SCRIPTS)('%s passes shellcheck', async (script) => {
+    ensureTools(['shellcheck'], 'install-test-tools.sh');
     const result = await run('shellcheck', [resolve(REPO_ROOT, script)]).catch((e) => e);
     expect(`${result.stdout ?? ''}${result.stderr ?? ''}`).toBe('');
   });

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs what test/chaos needs: iproute2 (network namespaces, blackhole routes) and faketime
-# (libfaketime, to run one node with its clock set back). Safe to run again; does nothing when present.
+# Installs the Debian tools the tests use: iproute2 (network namespaces and blackhole routes for
+# test/chaos), faketime (libfaketime, to run a chaos node with its clock set back) and shellcheck (the
+# scripts' lint in test/chart). Safe to run again; does nothing when all are present.
 set -euo pipefail
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v faketime >/dev/null || need+=(faketime)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-  echo "install-chaos-tools.sh: installing ${need[*]} needs root (try: sudo bash $0)" >&2
+  echo "install-test-tools.sh: installing ${need[*]} needs root (try: sudo bash $0)" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
