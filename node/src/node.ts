@@ -303,6 +303,7 @@ export async function startNode(
       metrics.merkleBytes.inc(bytes);
       if (repaired > 0) log.info({ peer, divergent, repaired, bytes }, 'anti-entropy repaired keys');
     },
+    onRebuild: () => metrics.merkleRebuilds.inc(),
   });
   await antiEntropy.rebuild();
   antiEntropy.start(config.antiEntropyIntervalMs);

@@ -164,4 +164,22 @@ describe('gossip membership', () => {
     const w = await fetch(`${c.url(1)}/buckets/g/keys/after?w=2`, { method: 'PUT', body: 'two nodes' });
     expect(w.status).toBe(204);
   }, 60_000);
+
+  it('rebuilds no anti-entropy tree while the ring does not change, however many heartbeats', async () => {
+    c = await TestCluster.start(3, [...FAST, '--anti-entropy-interval-ms', '100'], { gossip: true });
+    await waitFor(
+      'all up',
+      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
+      30_000,
+    );
+    for (let i = 0; i < 50; i++)
+      await fetch(`${c.url(0)}/buckets/ae/keys/k${i}?w=all`, { method: 'PUT', body: 'v' });
+    const urls = c.nodes.map((n) => n.url);
+    const rebuilds = () => metric(urls, /^dynamo_merkle_rebuilds_total/);
+    await new Promise((r) => setTimeout(r, 1000)); // the ring has settled: every node has seen it
+    const before = await rebuilds();
+    await new Promise((r) => setTimeout(r, 3000)); // 15 heartbeats and 30 exchanges per node
+    expect(await rebuilds()).toBe(before);
+    expect(await metric(urls, /^dynamo_merkle_divergent_ranges/)).toBe(0);
+  }, 60_000);
 });

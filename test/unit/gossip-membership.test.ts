@@ -55,4 +55,56 @@ describe('gossip membership rings', () => {
     expect(ring.members.find((x) => x.id === 'a')?.tokens).toContain(shared[0]);
     expect(ring.members.find((x) => x.id === 'b')?.tokens).toEqual([shared[1]]);
   });
+
+  it('keeps the same ring object across heartbeats, and makes a new one only when the ring changes', async () => {
+    const m = membership(entry('a', generateTokens('a', 8)));
+    const b = entry('b', generateTokens('b', 8));
+    m.handle({ op: 'gossip.push', cluster: 'c', entries: [b] });
+    const ring = m.ring();
+    // Heartbeats: newer versions of b with the same place in the ring.
+    for (let v = 2; v < 50; v++)
+      m.handle({ op: 'gossip.push', cluster: 'c', entries: [{ ...b, version: v }] });
+    await m.round();
+    expect(m.ring()).toBe(ring);
+    m.handle({
+      op: 'gossip.push',
+      cluster: 'c',
+      entries: [{ ...b, tokens: generateTokens('b2', 8), version: 60 }],
+    });
+    expect(m.ring()).not.toBe(ring);
+  });
+});
+
+describe('gossip membership across a restart', () => {
+  const known = [entry('b', generateTokens('b', 8)), entry('c', generateTokens('c', 8))];
+  const restarted = (seeds: string[], request: () => Promise<unknown>, knownMembers = known) =>
+    new GossipMembership({
+      self: entry('a', generateTokens('a', 8)),
+      cluster: 'c',
+      seeds,
+      request,
+      intervalMs: 1000,
+      phiThreshold: 8,
+      log: pino({ level: 'silent' }),
+      known: knownMembers,
+    });
+
+  it('starts on the ring it knew and is not joined until another member answered, even as a seed', async () => {
+    let answer = false;
+    const m = restarted(['a:7070', 'b:7070'], async () => {
+      if (!answer) throw new Error('unreachable');
+      return { cluster: 'c', entries: [], digest: [] };
+    });
+    expect(m.ring().members.map((x) => x.id)).toEqual(['a', 'b', 'c']);
+    expect(m.hasJoined).toBe(false);
+    await m.join(100);
+    expect(m.hasJoined).toBe(false);
+    answer = true;
+    await m.join(100);
+    expect(m.hasJoined).toBe(true);
+  });
+
+  it('a seed with no other member known (first start, or a cluster of one) bootstraps at once', () => {
+    expect(restarted(['a:7070'], async () => ({}), []).hasJoined).toBe(true);
+  });
 });

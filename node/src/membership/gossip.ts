@@ -50,6 +50,23 @@ export interface GossipOptions {
   onChange?: (entries: MemberEntry[]) => void;
 }
 
+/** previous when it has exactly these members (ids, tokens and racks, in order), else a new Ring. */
+function ringOf(members: readonly Member[], previous: Ring | undefined): Ring {
+  const same =
+    previous !== undefined &&
+    previous.members.length === members.length &&
+    previous.members.every((m, i) => {
+      const o = members[i]!;
+      return (
+        m.id === o.id &&
+        m.rack === o.rack &&
+        m.tokens.length === o.tokens.length &&
+        m.tokens.every((t, j) => t === o.tokens[j])
+      );
+    });
+  return same ? previous : new Ring(members);
+}
+
 /** The address form a seed is requested by. */
 export const seedPeer = (address: string) => `seed:${address}`;
 
@@ -219,10 +236,12 @@ export class GossipMembership implements Membership {
     const status = (m: Member) => this.table.get(m.id)!.status;
     const serving = placed.filter((m) => status(m) !== 'joining');
     // Nodes that all start at once are all joining at first: the ring is theirs until one is up.
-    this.theRing = new Ring(serving.length > 0 ? serving : placed);
+    // A new Ring object only when its members, tokens or racks changed (not on every heartbeat):
+    // anti-entropy rebuilds its trees when the ring object changes.
+    this.theRing = ringOf(serving.length > 0 ? serving : placed, this.theRing);
     const moving = entries.some((e) => e.status === 'joining' || e.status === 'leaving');
     const after = placed.filter((m) => status(m) !== 'leaving');
-    this.thePendingRing = moving && after.length > 0 ? new Ring(after) : undefined;
+    this.thePendingRing = moving && after.length > 0 ? ringOf(after, this.thePendingRing) : undefined;
   }
 
   ring(): Ring {

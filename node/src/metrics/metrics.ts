@@ -52,6 +52,7 @@ export class NodeMetrics {
   readonly merkleLastExchange: Gauge<'peer'>;
   readonly merkleKeysRepaired: Counter;
   readonly merkleBytes: Counter;
+  readonly merkleRebuilds: Counter;
   readonly tombstonesReaped: Counter;
   readonly streamBytes: Counter<'direction'>;
   readonly streamKeys: Counter<'direction'>;
@@ -182,6 +183,11 @@ export class NodeMetrics {
     this.merkleKeysRepaired = new Counter({
       name: 'dynamo_merkle_keys_repaired_total',
       help: 'Keys found different by anti-entropy and merged between the replicas.',
+      registers,
+    });
+    this.merkleRebuilds = new Counter({
+      name: 'dynamo_merkle_rebuilds_total',
+      help: 'Full builds of the anti-entropy trees (each scans the whole store): at start and when the ring changes.',
       registers,
     });
     this.merkleBytes = new Counter({

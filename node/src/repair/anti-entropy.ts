@@ -87,6 +87,8 @@ export interface AntiEntropyOptions {
   timeoutMs: number;
   log: Logger;
   onExchange?: (peer: string, divergentLeaves: number, keysRepaired: number, bytes: number) => void;
+  /** Called after each full build of the trees (a scan of the whole store), with the keys scanned. */
+  onRebuild?: (keys: number) => void;
 }
 
 export class AntiEntropy {
@@ -114,14 +116,17 @@ export class AntiEntropy {
     const ring = this.opts.membership.ring();
     this.pendingWrites = [];
     const trees = new Map<string, PeerTree>();
+    let keys = 0;
     for await (const [bucket, key, bytes] of this.opts.store.scan()) {
       this.add(trees, ring, bucket, key, decodeObject(bytes));
+      keys++;
     }
     // Writes during the scan are applied on top, so the new trees miss nothing.
     for (const [bucket, key, after] of this.pendingWrites) this.add(trees, ring, bucket, key, after);
     this.pendingWrites = undefined;
     this.trees = trees;
     this.ring = ring;
+    this.opts.onRebuild?.(keys);
   }
 
   /** Puts the key's version in every peer's tree (or takes it out when c is undefined: deleted). */
