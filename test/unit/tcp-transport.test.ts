@@ -180,6 +180,43 @@ describe('TcpTransport', () => {
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
+  it('reconnects at once when the peer advertises a new address (the old one stays silent)', async () => {
+    const ports = new Map<string, number>();
+    const old = transport('b', ports);
+    await old.listen(() => new Promise(() => undefined)); // the old address: accepted, never answers
+    ports.set('b', old.port);
+    const moved = transport('b', ports);
+    await moved.listen(async () => 'from the new address');
+    const client = transport('a', ports);
+    await client.listen(async () => null);
+    await expect(client.request('b', 'x', 200)).rejects.toBeInstanceOf(RequestTimeoutError);
+    ports.set('b', moved.port); // gossip learned the new address
+    await expect(client.request('b', 'x', 2000)).resolves.toBe('from the new address');
+  });
+
+  it('closes a connection on which nothing came back before a timeout, so the next request reconnects', async () => {
+    let hang = true;
+    let connections = 0;
+    const ports = new Map<string, number>();
+    const server = transport('b', ports);
+    await server.listen(async () => {
+      if (hang) return new Promise(() => undefined);
+      return 'answered';
+    });
+    ports.set('b', server.port);
+    const client = transport('a', ports);
+    await client.listen(async () => null);
+    const spy = (client as unknown as { connect: (p: string) => unknown }).connect.bind(client);
+    (client as unknown as { connect: (p: string) => unknown }).connect = (p: string) => {
+      connections++;
+      return spy(p);
+    };
+    await expect(client.request('b', 'x', 100)).rejects.toBeInstanceOf(RequestTimeoutError);
+    hang = false;
+    await expect(client.request('b', 'y', 2000)).resolves.toBe('answered');
+    expect(connections).toBe(2);
+  });
+
   it('answers the requests in flight before it closes (a graceful shutdown loses no reply)', async () => {
     let arrived!: () => void;
     const handled = new Promise<void>((r) => {

@@ -42,14 +42,21 @@ function send(socket: Socket, kind: FrameKind, id: number, payload: unknown): vo
   socket.write(body);
 }
 
+/** Idle time before the kernel probes a peer connection (TCP keepalive). */
+const KEEPALIVE_MS = 10_000;
+
 /** An outbound connection to one peer, multiplexing requests by id. */
 class PeerConnection {
   readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedError: Error | undefined;
+  /** When a frame last arrived from the peer (ms). */
+  lastFrameAt = Date.now();
 
   constructor(
     readonly peer: string,
+    /** The peer's transport address this connection went to. */
+    readonly address: string,
     readonly socket: Socket,
     readonly ready: Promise<void>,
   ) {}
@@ -58,10 +65,14 @@ class PeerConnection {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    const sentAt = Date.now();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new RequestTimeoutError(this.peer, timeoutMs));
+        // Nothing at all came back since: the connection is dead or half-open (a peer that moved, a
+        // host that vanished), not merely slow. Close it, so the next request connects afresh.
+        if (this.lastFrameAt < sentAt) this.socket.destroy(new Error(`no answer for ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       send(this.socket, FrameKind.Request, id, body);
@@ -69,6 +80,7 @@ class PeerConnection {
   }
 
   onFrame(frame: Frame): void {
+    this.lastFrameAt = Date.now();
     const p = this.pending.get(frame.id);
     if (!p) return; // already timed out
     this.pending.delete(frame.id);
@@ -125,6 +137,7 @@ export class TcpTransport implements Transport {
 
   private accept(socket: Socket, handler: RequestHandler): void {
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     this.inbound.add(socket);
     socket.on('close', () => this.inbound.delete(socket));
     socket.on('error', () => socket.destroy());
@@ -181,7 +194,15 @@ export class TcpTransport implements Transport {
 
   request(peer: string, body: unknown, timeoutMs: number): Promise<unknown> {
     if (this.closed) return Promise.reject(new PeerUnavailableError(peer, 'transport closed'));
-    const conn = this.outbound.get(peer) ?? this.connect(peer);
+    let existing = this.outbound.get(peer);
+    // A connection closed for silence, or to an address the peer no longer advertises (a pod
+    // rescheduled onto a new IP), is replaced at once rather than used until its close event.
+    if (existing && (existing.socket.destroyed || existing.address !== this.opts.resolve(peer))) {
+      this.outbound.delete(peer);
+      existing.socket.destroy(new Error('the peer moved to another address'));
+      existing = undefined;
+    }
+    const conn = existing ?? this.connect(peer);
     if (conn instanceof Error) return Promise.reject(conn);
     return conn.ready.then(() => conn.request(body, timeoutMs));
   }
@@ -196,6 +217,7 @@ export class TcpTransport implements Transport {
     const port = Number(address.slice(colon + 1));
     const socket = createConnection({ host, port });
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, KEEPALIVE_MS);
     let markReady!: () => void;
     let markFailed!: (e: Error) => void;
     const ready = new Promise<void>((res, rej) => {
@@ -203,7 +225,7 @@ export class TcpTransport implements Transport {
       markFailed = rej;
     });
     ready.catch(() => undefined);
-    const conn = new PeerConnection(peer, socket, ready);
+    const conn = new PeerConnection(peer, address, socket, ready);
     this.outbound.set(peer, conn);
     const connectTimer = setTimeout(
       () => socket.destroy(new Error(`connect timeout to ${address}`)),
