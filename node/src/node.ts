@@ -81,6 +81,7 @@ function gossipMembership(
   generation: number,
   request: (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>,
   known: KnownMembers,
+  rejoining: boolean,
 ): GossipMembership {
   if (config.members || config.clusterFile) {
     throw new InvalidRequestError(
@@ -112,6 +113,7 @@ function gossipMembership(
     log,
     known: known.entries,
     onChange: (entries) => known.save(entries),
+    refuseIfRemoved: rejoining,
   });
 }
 
@@ -147,6 +149,7 @@ export async function startNode(
           generation,
           (peer, body, t) => transport.request(peer, body, t),
           known,
+          record !== undefined,
         )
       : undefined;
   const membership: Membership =

@@ -182,4 +182,20 @@ describe('gossip membership', () => {
     expect(await rebuilds()).toBe(before);
     expect(await metric(urls, /^dynamo_merkle_divergent_ranges/)).toBe(0);
   }, 60_000);
+
+  it('refuses to restart a removed member on its old data, and the cluster keeps it removed', async () => {
+    c = await TestCluster.start(4, FAST, { gossip: true });
+    await waitFor(
+      'all up',
+      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
+      30_000,
+    );
+    await c.kill(3);
+    await waitFor('n4 down', async () => (await states(c!.url(0))).n4 === 'down', 20_000);
+    expect((await fetch(`${c.url(0)}/admin/members/n4/remove`, { method: 'POST' })).status).toBe(200);
+    await waitFor('n4 gone', async () => !('n4' in (await states(c!.url(1)))), 20_000);
+    await expect(c.startNode(3)).rejects.toThrow(/was removed from the cluster/);
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const i of [0, 1, 2]) expect(Object.keys(await states(c.url(i))).sort()).toEqual(['n1', 'n2', 'n3']);
+  }, 60_000);
 });

@@ -364,3 +364,20 @@ describe('GossipState', () => {
     state.forget('never-known');
   });
 });
+
+describe('GossipState.delta tells a restarted member what it was', () => {
+  it('sends an older incarnation of a member the asker knows newer (the asker may be that member)', () => {
+    const peer = newState('peer');
+    peer.merge([entry('self', 100, 7, { status: 'removed' })]);
+    // "self" restarted: generation 200 in its digest. The peer still sends its older entry for self.
+    const restarted = newState('self', 200);
+    const delta = peer.delta(restarted.digest());
+    expect(delta.map((e) => [e.id, e.generation])).toContainEqual(['self', 100]);
+    restarted.merge(delta);
+    expect(restarted.previousIncarnation?.status).toBe('removed');
+    expect(restarted.get('self')?.generation).toBe(200); // its own entry is untouched
+    // Once the peer has the new incarnation, nothing more is sent about it.
+    peer.merge([restarted.get('self')!]);
+    expect(peer.delta(restarted.digest()).map((e) => e.id)).not.toContain('self');
+  });
+});

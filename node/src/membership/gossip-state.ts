@@ -190,7 +190,9 @@ export class GossipState {
       const known = theirs.get(e.id);
       if (known === undefined) return true;
       const [generation, version] = known;
-      return e.generation > generation || (e.generation === generation && e.version > version);
+      // An older incarnation than theirs is sent too: the asker may be that member, restarted, and
+      // learns what it was (its tokens, or that it was removed); anyone else ignores an older entry.
+      return e.generation !== generation || e.version > version;
     });
   }
 

@@ -48,6 +48,22 @@ export interface GossipOptions {
   known?: MemberEntry[];
   /** Called with every entry but this node's whenever the table changes, to persist them. */
   onChange?: (entries: MemberEntry[]) => void;
+  /**
+   * This node restarts on data of an earlier incarnation: if peers say that incarnation was removed
+   * from the cluster, it must not come back with that stale data (join and exchanges throw
+   * RemovedMemberError before this node's entry is pushed anywhere).
+   */
+  refuseIfRemoved?: boolean;
+}
+
+/** A node restarted on the data of a member the cluster removed. */
+export class RemovedMemberError extends InvalidRequestError {
+  constructor(id: string) {
+    super(
+      'removed_member',
+      `node ${id} was removed from the cluster; its data is as stale as its absence and may bring deleted values back. To join again, start it with an empty --data-dir`,
+    );
+  }
 }
 
 /** previous when it has exactly these members (ids, tokens and racks, in order), else a new Ring. */
@@ -110,6 +126,7 @@ export class GossipMembership implements Membership {
         this.joined = true;
         return;
       } catch (err) {
+        if (err instanceof RemovedMemberError) throw err;
         const message = (err as Error).message;
         if (/cluster/.test(message)) mismatches.push(`${address}: ${message}`);
         else this.opts.log.warn({ seed: address, err: message }, 'seed not reachable');
@@ -157,7 +174,11 @@ export class GossipMembership implements Membership {
           () => {
             this.joined = true;
           },
-          (err) => this.opts.log.debug({ peer: t, err: (err as Error).message }, 'gossip exchange failed'),
+          (err) => {
+            if (err instanceof RemovedMemberError)
+              this.opts.log.error({ err: err.message }, 'refusing to rejoin');
+            else this.opts.log.debug({ peer: t, err: (err as Error).message }, 'gossip exchange failed');
+          },
         ),
       ),
     );
@@ -169,6 +190,9 @@ export class GossipMembership implements Membership {
     const reply = (await this.opts.request(peer, syn, timeoutMs)) as SynReply;
     checkCluster(this.cluster, reply.cluster);
     this.apply(reply.entries);
+    if (this.opts.refuseIfRemoved && this.table.previousIncarnation?.status === 'removed') {
+      throw new RemovedMemberError(this.self);
+    }
     const entries = this.table.delta(reply.digest);
     if (entries.length > 0) {
       const push: GossipMessage = { op: 'gossip.push', cluster: this.cluster, entries };
