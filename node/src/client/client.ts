@@ -169,6 +169,14 @@ function errorOf(r: Response): Error {
   return new DynamoHttpError(r.status, body.error ?? 'http_error', message);
 }
 
+function isNotReady(body: Buffer): boolean {
+  try {
+    return (JSON.parse(body.toString('utf8')) as { error?: unknown }).error === 'not_ready';
+  } catch {
+    return false;
+  }
+}
+
 export class DynamoClient {
   private readonly router: Router;
   private readonly agent: Agent;
@@ -390,7 +398,9 @@ export class DynamoClient {
         });
         const body = Buffer.from(await res.body.arrayBuffer());
         const response: Response = { status: res.statusCode, headers: res.headers, body };
-        if (res.statusCode === 503 && attempt.idempotent && i < this.retries) {
+        // not_ready: the node refused before doing anything (it has not rejoined its cluster), so even
+        // a write without a context is safe to send to another node.
+        if (res.statusCode === 503 && i < this.retries && (attempt.idempotent || isNotReady(body))) {
           lastError = errorOf(response);
           continue;
         }
