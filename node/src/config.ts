@@ -144,7 +144,7 @@ export const SETTINGS: readonly Setting[] = [
     env: 'DYNAMO_SEEDS',
     kind: 'string',
     default: '',
-    doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through; a seed lists itself to bootstrap a new cluster. Excludes --members.',
+    doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. The first seed, on its first start, founds a new cluster alone; every other node, other seeds included, waits until it has heard from a member (so a seed that reaches no other never starts a second ring). Excludes --members.',
   },
   {
     key: 'gossipIntervalMs',

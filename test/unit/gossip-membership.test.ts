@@ -104,7 +104,10 @@ describe('gossip membership across a restart', () => {
     expect(m.hasJoined).toBe(true);
   });
 
-  it('a seed with no other member known (first start, or a cluster of one) bootstraps at once', () => {
+  it('only the first seed, knowing no other member (first start, or a cluster of one), bootstraps at once', () => {
     expect(restarted(['a:7070'], async () => ({}), []).hasJoined).toBe(true);
+    expect(restarted(['a:7070', 'b:7070'], async () => ({}), []).hasJoined).toBe(true);
+    // Another seed that reaches nobody waits: no second ring.
+    expect(restarted(['b:7070', 'a:7070'], async () => ({}), []).hasJoined).toBe(false);
   });
 });

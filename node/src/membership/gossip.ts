@@ -112,9 +112,11 @@ export class GossipMembership implements Membership {
     }
     this.rebuild();
     const knewOthers = known.some((e) => e.status !== 'removed');
-    // A seed may bootstrap a new cluster alone, on its first start; a node that was a member of a
-    // cluster with others is joined once it has heard from one of them (or a seed).
-    this.joined = opts.seeds.length === 0 || (!knewOthers && opts.seeds.includes(opts.self.address));
+    // Only the first seed founds a new cluster alone, on its first start: any other node (other seeds
+    // included: they are contact points, not founders) is joined once it has heard from a member, so a
+    // seed that cannot reach the others (cluster DNS down) never bootstraps a second ring. A node that
+    // was a member of a cluster with others waits to hear from one of them too.
+    this.joined = opts.seeds.length === 0 || (!knewOthers && opts.seeds[0] === opts.self.address);
   }
 
   /** Contacts the seeds once: resolves when one answered; rejects when every seed that answered is of another cluster. */
