@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -197,5 +197,46 @@ describe('gossip membership', () => {
     await expect(c.startNode(3)).rejects.toThrow(/was removed from the cluster/);
     await new Promise((r) => setTimeout(r, 1000));
     for (const i of [0, 1, 2]) expect(Object.keys(await states(c.url(i))).sort()).toEqual(['n1', 'n2', 'n3']);
+  }, 60_000);
+
+  it('follows a member to a new address at once, although its old connections stay open and silent', async () => {
+    c = await TestCluster.start(3, [...FAST, '--request-timeout-ms', '1000'], { gossip: true });
+    await waitFor(
+      'all up',
+      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
+      30_000,
+    );
+    for (let i = 0; i < 10; i++)
+      expect(
+        (await fetch(`${c.url(0)}/buckets/mv/keys/k${i}?w=all`, { method: 'PUT', body: 'v' })).status,
+      ).toBe(204);
+    // n3 "moves": the old process freezes with its sockets open (as a vanished host leaves half-open
+    // connections), and a copy of its data starts on another loopback address.
+    const old = c.nodes[2]!.proc!;
+    old.kill('SIGSTOP');
+    try {
+      const moved = `${c.nodes[2]!.dataDir}-moved`;
+      cpSync(c.nodes[2]!.dataDir, moved, { recursive: true });
+      c.nodes[2]!.dataDir = moved;
+      await c.startNode(2, true, '127.0.0.3');
+      const started = Date.now();
+      await waitFor(
+        'w=all and r=all through n1 reach n3 at its new address',
+        async () => {
+          const w = await fetch(`${c!.url(0)}/buckets/mv/keys/after?w=all&timeout=1000`, {
+            method: 'PUT',
+            body: 'x',
+          });
+          const r = await fetch(`${c!.url(0)}/buckets/mv/keys/k0?r=all&timeout=1000`);
+          return w.status === 204 && r.status === 200;
+        },
+        20_000,
+      );
+      console.log(
+        `address change: n1 reached n3 at its new address ${Date.now() - started} ms after it started there`,
+      );
+    } finally {
+      old.kill('SIGKILL');
+    }
   }, 60_000);
 });

@@ -63,6 +63,8 @@ export interface TestNode {
   dataDir: string;
   proc?: ChildProcess;
   output: string[];
+  /** The loopback address the node listens on (default 127.0.0.1). */
+  host?: string;
 }
 
 /** Sum of the samples on the metric lines matching line, over the /metrics of the given node URLs (0 if none). */
@@ -169,20 +171,29 @@ export class TestCluster {
     return this.nodes[i]!.url;
   }
 
-  /** Starts (or restarts) node i and waits until it answers /ready (or only /health: ready false). */
-  async startNode(i: number, ready = true): Promise<void> {
+  /**
+   * Starts (or restarts) node i and waits until it answers /ready (or only /health: ready false). With
+   * host, the node moves to that loopback address (127.x.y.z) for good, as a rescheduled pod gets a new IP.
+   */
+  async startNode(i: number, ready = true, host?: string): Promise<void> {
     const node = this.nodes[i]!;
+    if (host) {
+      node.host = host;
+      node.url = `http://${host}:${node.httpPort}`;
+    }
+    const at = node.host ?? '127.0.0.1';
     const members = this.nodes.map((n) => `${n.id}=127.0.0.1:${n.peerPort}`).join(',');
     const membership = this.gossip
       ? [
-          ...['--seeds', `127.0.0.1:${this.nodes[0]!.peerPort}`, '--advertise', `127.0.0.1:${node.peerPort}`],
+          ...['--seeds', `${this.nodes[0]!.host ?? '127.0.0.1'}:${this.nodes[0]!.peerPort}`],
+          ...['--advertise', `${at}:${node.peerPort}`],
           // Joins wait this long for writes routed by the old ring; a test cluster has none in flight.
           ...['--ring-settle-ms', '300'],
         ]
       : ['--members', members];
     const args = [CLI, 'node', '--node-id', node.id, ...membership, '--data-dir', node.dataDir];
-    args.push('--http-host', '127.0.0.1', '--http-port', String(node.httpPort), '--advertise-http', node.url);
-    args.push('--peer-host', '127.0.0.1', '--peer-port', String(node.peerPort));
+    args.push('--http-host', at, '--http-port', String(node.httpPort), '--advertise-http', node.url);
+    args.push('--peer-host', at, '--peer-port', String(node.peerPort));
     args.push('--tokens', '64', '--log-level', 'warn', ...this.args);
     node.proc = await spawnNode(node, process.execPath, args, `${node.url}/${ready ? 'ready' : 'health'}`);
   }
