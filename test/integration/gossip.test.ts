@@ -15,6 +15,10 @@ const states = async (url: string) =>
 
 const FAST = ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200'];
 
+/** Waits until node 1 sees every member up. */
+const allUp = (c: TestCluster) =>
+  waitFor('all up', async () => Object.values(await states(c.url(0))).every((s) => s === 'up'), 30_000);
+
 describe('gossip membership', () => {
   let c: TestCluster | undefined;
   afterEach(async () => {
@@ -89,11 +93,7 @@ describe('gossip membership', () => {
 
   it('marks a SIGSTOPped node down, routes around it with hints, and brings it back up caught up', async () => {
     c = await TestCluster.start(3, FAST, { gossip: true });
-    await waitFor(
-      'all up',
-      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
-      30_000,
-    );
+    await allUp(c);
     const paused = c.nodes[2]!.proc!;
     paused.kill('SIGSTOP');
     try {
@@ -137,11 +137,7 @@ describe('gossip membership', () => {
 
   it('removes a dead member only by the admin action, and only once it is down', async () => {
     c = await TestCluster.start(3, FAST, { gossip: true });
-    await waitFor(
-      'all up',
-      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
-      30_000,
-    );
+    await allUp(c);
     const remove = (id: string) => fetch(`${c!.url(0)}/admin/members/${id}/remove`, { method: 'POST' });
     const refused = await remove('n3');
     expect(refused.status).toBe(400);
@@ -167,11 +163,7 @@ describe('gossip membership', () => {
 
   it('rebuilds no anti-entropy tree while the ring does not change, however many heartbeats', async () => {
     c = await TestCluster.start(3, [...FAST, '--anti-entropy-interval-ms', '100'], { gossip: true });
-    await waitFor(
-      'all up',
-      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
-      30_000,
-    );
+    await allUp(c);
     for (let i = 0; i < 50; i++)
       await fetch(`${c.url(0)}/buckets/ae/keys/k${i}?w=all`, { method: 'PUT', body: 'v' });
     const urls = c.nodes.map((n) => n.url);
@@ -185,11 +177,7 @@ describe('gossip membership', () => {
 
   it('refuses to restart a removed member on its old data, and the cluster keeps it removed', async () => {
     c = await TestCluster.start(4, FAST, { gossip: true });
-    await waitFor(
-      'all up',
-      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
-      30_000,
-    );
+    await allUp(c);
     await c.kill(3);
     await waitFor('n4 down', async () => (await states(c!.url(0))).n4 === 'down', 20_000);
     expect((await fetch(`${c.url(0)}/admin/members/n4/remove`, { method: 'POST' })).status).toBe(200);
@@ -201,11 +189,7 @@ describe('gossip membership', () => {
 
   it('follows a member to a new address at once, although its old connections stay open and silent', async () => {
     c = await TestCluster.start(3, [...FAST, '--request-timeout-ms', '1000'], { gossip: true });
-    await waitFor(
-      'all up',
-      async () => Object.values(await states(c!.url(0))).every((s) => s === 'up'),
-      30_000,
-    );
+    await allUp(c);
     for (let i = 0; i < 10; i++)
       expect(
         (await fetch(`${c.url(0)}/buckets/mv/keys/k${i}?w=all`, { method: 'PUT', body: 'v' })).status,
