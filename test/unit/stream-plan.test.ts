@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { generateTokens, hashKey, Ring } from '../../node/src/ring/index.js';
-import { leaveTargets, planJoin, sendsToJoiner } from '../../node/src/streaming/plan.js';
+import { leaveTargets, planJoin, planJoinForAll, sendsToJoiner } from '../../node/src/streaming/plan.js';
 
 const member = (id: string) => ({ id, tokens: generateTokens(id, 16) });
 const ring = (...ids: string[]) => new Ring(ids.map(member));
@@ -60,5 +60,23 @@ describe('stream plan', () => {
       for (const id of next.preferenceList(p, 3))
         expect(before.includes(id) || targets.includes(id)).toBe(true);
     }
+  });
+
+  it('plans a join for every bucket’s n: each key of an n=2 and an n=5 bucket has its sender among the sources', () => {
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const old = ring(...ids);
+    const next = ring(...ids, 'g');
+    const plan = planJoinForAll(old, next, 'g', [3, 2, 5], allUp, false);
+    expect(plan.mode).toBe('displaced');
+    for (const n of [2, 3, 5]) {
+      for (const p of positions) {
+        if (!next.preferenceList(p, n).includes('g')) continue;
+        const senders = ids.filter((s) => sendsToJoiner(old, next, p, n, 'g', s, plan.mode));
+        expect(senders.length).toBeGreaterThan(0);
+        for (const s of senders) expect(plan.sources).toContain(s);
+      }
+    }
+    // Planning for the default n alone leaves out the arcs only the n=5 bucket gives the new node.
+    expect(plan.ranges.size).toBeGreaterThan(planJoin(old, next, 'g', 3, allUp, false).ranges.size);
   });
 });

@@ -88,6 +88,31 @@ export function planJoin(
   return { mode: displacedOnly ? 'displaced' : 'all', sources, ranges };
 }
 
+/**
+ * The join plan when buckets replicate with different n (every distinct n in use): the union of each
+ * n's arcs and sources. Sources filter each key by its own bucket's n (sendsToJoiner), so pulling from
+ * the union sends each key exactly where it belongs. When any n needs every holder to send, all do.
+ */
+export function planJoinForAll(
+  old: Ring,
+  next: Ring,
+  self: string,
+  ns: number[],
+  isUp: (id: string) => boolean,
+  rebuilding: boolean,
+): JoinPlan {
+  const distinct = [...new Set(ns)].sort((a, b) => a - b);
+  let plans = distinct.map((n) => planJoin(old, next, self, n, isUp, rebuilding));
+  if (plans.some((p) => p.mode === 'all') && plans.some((p) => p.mode === 'displaced'))
+    plans = distinct.map((n) => planJoin(old, next, self, n, isUp, true));
+  const ranges = new Map<Token, string[]>();
+  for (const plan of plans)
+    for (const [end, holders] of plan.ranges)
+      ranges.set(end, [...new Set([...(ranges.get(end) ?? []), ...holders])].sort());
+  const sources = [...new Set(plans.flatMap((p) => p.sources))].sort();
+  return { mode: plans[0]?.mode ?? 'displaced', sources, ranges };
+}
+
 /** Whether source must send the key at position (its bucket replicated n times) to a joining target. */
 export function sendsToJoiner(
   old: Ring,

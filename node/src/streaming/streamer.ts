@@ -25,7 +25,7 @@ import {
   type JoinMode,
   leaveTargets,
   leavingArcs,
-  planJoin,
+  planJoinForAll,
   type RingDesc,
   ringFromDesc,
 } from './plan.js';
@@ -189,7 +189,8 @@ export class Streamer {
     if (state === 'leaving' || state === 'left') return;
     if (state === 'joining')
       throw new ConflictError('not_joined', 'this node is still joining; decommission it once it is up');
-    const { gossip, self, defaultN } = this.opts;
+    const { gossip, self } = this.opts;
+    const n = Math.max(...this.replicationFactors());
     const others = gossip.members().filter((m) => m.id !== self);
     const moving = others.filter((m) => ['joining', 'leaving'].includes(gossip.statusOf(m.id) ?? ''));
     if (moving.length > 0) {
@@ -200,10 +201,10 @@ export class Streamer {
     }
     if (others.length === 0)
       throw new ConflictError('last_member', 'this is the only member: its data has nowhere to go');
-    if (others.length < defaultN && !force) {
+    if (others.length < n && !force) {
       throw new ConflictError(
         'would_underreplicate',
-        `${others.length} members would remain, fewer than the replication factor n=${defaultN}; add ?force=true to leave anyway`,
+        `${others.length} members would remain, fewer than the largest replication factor in use, n=${n}; add ?force=true to leave anyway`,
       );
     }
     // Leaving from now on, so the reply (and every later status) says so.
@@ -317,8 +318,13 @@ export class Streamer {
     log.info({ tokens: this.tokens.length }, 'join: claimed tokens that balance replica ownership');
   }
 
+  /** Every replication factor in use: the default and each bucket's n. */
+  private replicationFactors(): number[] {
+    return [this.opts.defaultN, ...this.opts.props.all().map((p) => p.props.n)];
+  }
+
   private planJoin(): StreamRecord {
-    const { gossip, self, defaultN } = this.opts;
+    const { gossip, self } = this.opts;
     const old = gossip.ring();
     const next = gossip.pendingRing() ?? old;
     // A node that held these ranges before (rejoining under its id after losing its data) rebuilds
@@ -326,7 +332,7 @@ export class Streamer {
     const previous = gossip.previousIncarnation;
     const rebuilding = previous !== undefined && previous.status !== 'removed';
     const isUp = (id: string) => id !== self && !['down', 'removed'].includes(gossip.state(id));
-    const plan = planJoin(old, next, self, defaultN, isUp, rebuilding);
+    const plan = planJoinForAll(old, next, self, this.replicationFactors(), isUp, rebuilding);
     const peers: Record<string, PeerProgress> = {};
     for (const id of plan.sources) peers[id] = { after: null, done: false, scanned: 0, total: 0 };
     return {
@@ -397,7 +403,10 @@ export class Streamer {
         old: describeRing(old),
         next: describeRing(next),
         mode: null,
-        ranges: leavingArcs(old, this.opts.self, this.opts.defaultN).map((t) => [t, [this.opts.self]]),
+        ranges: leavingArcs(old, this.opts.self, Math.max(...this.replicationFactors())).map((t) => [
+          t,
+          [this.opts.self],
+        ]),
         peers: {
           [this.opts.self]: { after: null, done: false, scanned: 0, total: await store.approximateBytes() },
         },
