@@ -123,11 +123,11 @@ describe('acknowledged writes survive', () => {
   }, 60_000);
 
   it('a write whose first replica hangs is taken by the next one, stored once and answered 204', async () => {
-    c = await TestCluster.start(4, ['--request-timeout-ms', '1000', '--anti-entropy-interval-ms', '600000']);
+    c = await TestCluster.start(4, ['--request-timeout-ms', '2000', '--anti-entropy-interval-ms', '600000']);
     const [key, replicas] = await keyAvoiding(c, 'hang', 0);
     c.nodes[replicas[0]!]!.proc!.kill('SIGSTOP');
     try {
-      const res = await put(c.url(0), 'hang', key, 'once', '?w=2&timeout=1000');
+      const res = await put(c.url(0), 'hang', key, 'once', '?w=2&timeout=2000');
       expect(res.status, await res.text()).toBe(204);
     } finally {
       c.nodes[replicas[0]!]!.proc!.kill('SIGCONT');
