@@ -37,6 +37,7 @@ export interface NodeConfig {
   clockPruneAgeMs: number;
   propsSyncIntervalMs: number;
   hintWindowMs: number;
+  cleanupIntervalMs: number;
   tombstoneGraceMs: number;
   tombstoneReapIntervalMs: number;
   antiEntropyIntervalMs: number;
@@ -348,6 +349,15 @@ export const SETTINGS: readonly Setting[] = [
     default: 3600000,
     min: 100,
     doc: 'How often a node looks for tombstones past their grace period.',
+  },
+  {
+    key: 'cleanupIntervalMs',
+    flag: 'cleanup-interval-ms',
+    env: 'DYNAMO_CLEANUP_INTERVAL_MS',
+    kind: 'int',
+    default: 60000,
+    min: 100,
+    doc: 'How often a gossip node checks whether the ring changed since its last cleanup; once no join or decommission is under way and it holds no hints, it deletes the keys it no longer replicates (POST /admin/cleanup runs one at once).',
   },
   {
     key: 'hintWindowMs',

@@ -22,6 +22,7 @@ import { Replica } from './replica/replica.js';
 import { TombstoneReaper } from './replica/tombstone-reaper.js';
 import { generateTokens, isToken, type Token } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
+import { Cleanup } from './streaming/cleanup.js';
 import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { TcpTransport } from './transport/tcp.js';
@@ -396,6 +397,17 @@ export async function startNode(
     });
 
   await streamer?.load();
+  const cleanup = new Cleanup({
+    self: config.nodeId,
+    store,
+    props,
+    membership,
+    hintsPending: () => [...hints.pending().values()].reduce((a, b) => a + b, 0),
+    log,
+    onDeleted: (n) => metrics.cleanupDeleted.inc(n),
+  });
+  // Under gossip the ring changes with joins and decommissions; a static ring never moves a range.
+  if (gossip) cleanup.startAutomatic(config.cleanupIntervalMs);
 
   let ready = false;
   const ctx: NodeContext = {
@@ -409,6 +421,7 @@ export async function startNode(
     learnPeers: () => learnPeers(500),
     ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true),
     rejoined: () => gossip?.hasJoined ?? true,
+    cleanup,
     ...(streamer ? { streamer } : {}),
   };
   const server = createHttpServer(ctx);
@@ -450,6 +463,7 @@ export async function startNode(
     log,
     async close() {
       ready = false;
+      await cleanup.stop();
       await streamer?.stop();
       clearInterval(propsTimer);
       gossip?.stop();

@@ -34,7 +34,14 @@ export function nodeStatus(ctx: NodeContext) {
     cluster: ctx.membership.cluster,
     state: ctx.streamer?.state ?? 'up',
     stream: ctx.streamer?.status() ?? null,
+    cleanup: ctx.cleanup.status(),
   };
+}
+
+/** Starts a cleanup run (409 cleanup_blocked while a move is under way or hints are held). */
+export function startCleanup(ctx: NodeContext) {
+  ctx.cleanup.start().catch(() => undefined);
+  return nodeStatus(ctx);
 }
 
 /** Starts this node's decommission (idempotent) and returns its status. */

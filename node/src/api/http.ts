@@ -1,13 +1,13 @@
 /**
  * The HTTP server: plain node:http with a small router, so the key/value hot path pays for no framework.
  * Routes: /buckets/{b}/keys/{k}, /buckets/{b}/props, /health, /ready, /metrics, /admin/ring,
- * /admin/status, /admin/decommission, /admin/members/{id}/remove.
+ * /admin/status, /admin/decommission, /admin/cleanup, /admin/members/{id}/remove.
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { DynamoError, NotFoundError, NotReadyError, QuorumNotMetError } from '../errors.js';
 import type { Op } from '../metrics/metrics.js';
-import { decommission, nodeStatus, ringView } from './admin.js';
+import { decommission, nodeStatus, ringView, startCleanup } from './admin.js';
 import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
 import type { NodeContext } from './node-context.js';
 import { sendError, sendJson } from './respond.js';
@@ -95,6 +95,9 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
     } else if (path === '/admin/decommission') {
       if (req.method !== 'POST') throw new MethodNotAllowedError('POST');
       sendJson(res, 202, decommission(ctx, q.get('force') === 'true'));
+    } else if (path === '/admin/cleanup') {
+      if (req.method !== 'POST') throw new MethodNotAllowedError('POST');
+      sendJson(res, 202, startCleanup(ctx));
     } else if (path === '/admin/ring') {
       sendJson(res, 200, await ringView(ctx, q.get('tokens') === 'true'));
     } else {

@@ -5,6 +5,7 @@ import type { NodeConfig } from '../config.js';
 import type { Coordinator } from '../coordinator/coordinator.js';
 import type { Membership } from '../membership/membership.js';
 import type { NodeMetrics } from '../metrics/metrics.js';
+import type { Cleanup } from '../streaming/cleanup.js';
 import type { Streamer } from '../streaming/streamer.js';
 
 export interface NodeContext {
@@ -27,4 +28,6 @@ export interface NodeContext {
   rejoined(): boolean;
   /** Join and decommission (gossip membership only). */
   streamer?: Streamer;
+  /** Deletes the keys of ranges this node no longer replicates. */
+  cleanup: Cleanup;
 }

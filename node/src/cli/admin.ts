@@ -1,5 +1,6 @@
-/** `dynamo status` and `dynamo decommission`: one node's lifecycle and its join or decommission progress. */
+/** `dynamo status`, `decommission` and `cleanup`: one node's lifecycle, its streams and its cleanup. */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { CleanupStatus } from '../streaming/cleanup.js';
 import type { StreamStatus } from '../streaming/streamer.js';
 
 interface NodeStatus {
@@ -7,6 +8,7 @@ interface NodeStatus {
   cluster: string;
   state: string;
   stream: StreamStatus | null;
+  cleanup?: CleanupStatus;
 }
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -27,6 +29,14 @@ async function admin(endpoint: string, path: string, method = 'GET'): Promise<No
 /** Human-readable lines for a node's status. */
 export function formatStatus(s: NodeStatus): string[] {
   const lines = [`node ${s.id} (cluster ${s.cluster}): ${s.state}`];
+  const c = s.cleanup;
+  if (c?.startedAt) {
+    const when = c.running ? `running since ${c.startedAt}` : `finished ${c.finishedAt}`;
+    lines.push(
+      `cleanup, ${when}: ${c.scanned} of ~${c.total} keys scanned, ${c.deleted} deleted` +
+        (c.lastError ? ` (stopped: ${c.lastError})` : ''),
+    );
+  }
   const st = s.stream;
   if (!st) return lines;
   const when = st.finishedAt ? `finished ${st.finishedAt}` : `running since ${st.startedAt}`;
@@ -59,4 +69,15 @@ export async function cmdDecommission(endpoint: string, force: boolean, watch: b
   const s = await admin(endpoint, `/admin/decommission${force ? '?force=true' : ''}`, 'POST');
   console.log(formatStatus(s).join('\n'));
   if (watch) await cmdStatus(endpoint, true);
+}
+
+/** Starts a cleanup run, then (with watch) follows it until it has finished. */
+export async function cmdCleanup(endpoint: string, watch: boolean): Promise<void> {
+  let s = await admin(endpoint, '/admin/cleanup', 'POST');
+  console.log(formatStatus(s).join('\n'));
+  while (watch && s.cleanup?.running) {
+    await sleep(1000);
+    s = await admin(endpoint, '/admin/status');
+    console.log(formatStatus(s).join('\n'));
+  }
 }

@@ -6,7 +6,7 @@ import { DynamoClient, type Quorum } from '../client/client.js';
 import { loadConfig, settingOptions } from '../config.js';
 import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
 import { startNode } from '../node.js';
-import { cmdDecommission, cmdStatus } from './admin.js';
+import { cmdCleanup, cmdDecommission, cmdStatus } from './admin.js';
 import { runLocalCluster } from './local.js';
 
 const USAGE = `usage: dynamo <command> [options]
@@ -24,6 +24,8 @@ commands:
                               ranges and bytes left
   decommission [--force] [--watch]
                               stream the node's data to the other members, then leave the cluster
+  cleanup [--watch]           delete the keys the node no longer replicates (after a join, a
+                              decommission or a lower n); refused while a move is under way
   help
 
 client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081)`;
@@ -113,6 +115,7 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
   if (command === 'status') return cmdStatus(endpoint, values.watch ?? false);
   if (command === 'decommission')
     return cmdDecommission(endpoint, values.force ?? false, values.watch ?? false);
+  if (command === 'cleanup') return cmdCleanup(endpoint, values.watch ?? false);
   const client = new DynamoClient({ seeds: [endpoint], retries: 1 });
   try {
     if (command === 'ring') {
@@ -178,6 +181,7 @@ async function main(argv: string[]): Promise<void> {
     case 'ring':
     case 'status':
     case 'decommission':
+    case 'cleanup':
       return cmdClient(command, args);
     case undefined:
     case 'help':

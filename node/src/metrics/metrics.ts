@@ -54,6 +54,7 @@ export class NodeMetrics {
   readonly merkleBytes: Counter;
   readonly merkleRebuilds: Counter;
   readonly tombstonesReaped: Counter;
+  readonly cleanupDeleted: Counter;
   readonly streamBytes: Counter<'direction'>;
   readonly streamKeys: Counter<'direction'>;
 
@@ -193,6 +194,11 @@ export class NodeMetrics {
     this.merkleBytes = new Counter({
       name: 'dynamo_merkle_bytes_transferred_total',
       help: 'Object bytes anti-entropy sent to or fetched from peers.',
+      registers,
+    });
+    this.cleanupDeleted = new Counter({
+      name: 'dynamo_cleanup_keys_deleted_total',
+      help: 'Keys deleted by cleanup because this node no longer replicates them (after a join, a decommission or a lower n).',
       registers,
     });
     this.tombstonesReaped = new Counter({

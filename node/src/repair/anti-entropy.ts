@@ -4,7 +4,7 @@
  * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
  * differ, by the normal merge in both directions.
  */
-import { hash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
 import type { Membership } from '../membership/membership.js';
@@ -18,7 +18,7 @@ import { compareLevelByLevelAsync, MerkleTree, pairHash, type TokenRange } from 
 const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
 
 export type AntiEntropyRequest =
-  | { op: 'ae.root'; from: string }
+  | { op: 'ae.root'; from: string; ring?: string }
   | { op: 'ae.children'; from: string; d: number; indices: number[] }
   | { op: 'ae.keys'; from: string; leaves: number[] };
 
@@ -42,6 +42,20 @@ export function versionDigest(c: Clock): Buffer {
   head += `@${c.anonymous.length}`;
   for (const s of c.anonymous.length > 1 ? [...c.anonymous].sort(compareSiblings) : c.anonymous) add(s);
   return hash('sha256', Buffer.concat([Buffer.from(head), ...parts]), 'buffer').subarray(0, 16);
+}
+
+const fingerprints = new WeakMap<Ring, string>();
+
+/** A digest of a ring's members, tokens and racks (cached per Ring object). */
+export function ringFingerprint(ring: Ring): string {
+  let fp = fingerprints.get(ring);
+  if (fp === undefined) {
+    const h = createHash('sha256');
+    for (const m of ring.members) h.update(`${m.id}|${m.rack ?? ''}|${m.tokens.join(',')};`);
+    fp = h.digest('base64url').slice(0, 22);
+    fingerprints.set(ring, fp);
+  }
+  return fp;
 }
 
 const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;
@@ -162,7 +176,8 @@ export class AntiEntropy {
   /** Answers a peer's anti-entropy request about its tree here. */
   handle(req: AntiEntropyRequest): unknown {
     const t = this.trees.get(req.from) ?? new PeerTree(this.opts.depth);
-    if (req.op === 'ae.root') return { root: t.tree.rootHash() };
+    if (req.op === 'ae.root')
+      return { root: t.tree.rootHash(), ring: this.ring && ringFingerprint(this.ring) };
     if (req.op === 'ae.children') return { children: req.indices.map((i) => t.tree.childrenOf(req.d, i)) };
     const keys: Array<[string, Buffer]> = [];
     for (const leaf of req.leaves) for (const entry of t.leaves.get(leaf) ?? []) keys.push(entry);
@@ -203,7 +218,18 @@ export class AntiEntropy {
     const { self, timeoutMs } = this.opts;
     const ask = (req: AntiEntropyRequest) => this.opts.request(peer, req, timeoutMs);
     const local = this.trees.get(peer) ?? new PeerTree(this.opts.depth);
-    const { root } = (await ask({ op: 'ae.root', from: self })) as { root: Buffer };
+    const mine = ringFingerprint(this.ring!);
+    const { root, ring } = (await ask({ op: 'ae.root', from: self, ring: mine })) as {
+      root: Buffer;
+      ring?: string;
+    };
+    // Trees built on different rings disagree about who replicates what: repairing across them would
+    // push copies to a node that no longer replicates a key (after its cleanup) and bring back keys
+    // deleted meanwhile. Wait until both sides see the same ring.
+    if (ring !== undefined && ring !== mine) {
+      this.opts.log.debug({ peer }, 'anti-entropy skipped: the peer sees another ring');
+      return 0;
+    }
     const leaves = await compareLevelByLevelAsync(
       local.tree,
       async (d, indices) =>
