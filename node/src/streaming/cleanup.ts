@@ -43,7 +43,7 @@ export interface CleanupOptions {
 
 /** True when node is one of the key's replicas in ring (for its bucket's n). */
 function replicates(ring: Ring | undefined, bucket: string, key: string, n: number, node: string): boolean {
-  return ring !== undefined && ring.preferenceList(hashKey(bucket, key), n).includes(node);
+  return ring?.preferenceList(hashKey(bucket, key), n).includes(node) ?? false;
 }
 
 export class Cleanup {
