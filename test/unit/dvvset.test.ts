@@ -5,6 +5,7 @@ import {
   bindCollided,
   type Clock,
   compareSiblings,
+  covers,
   descends,
   distinctValues,
   equalHistory,
@@ -774,5 +775,22 @@ describe('dvvset: versions are compared by their values too', () => {
     expect(versionDigest(one()).equals(versionDigest(two()))).toBe(false);
     expect(versionDigest(one()).equals(versionDigest(one()))).toBe(true);
     expect(versionDigest(clock([], ['x', 'y'])).equals(versionDigest(clock([], ['y', 'x'])))).toBe(true);
+  });
+});
+
+describe('dvvset: covers (a hint may be dropped only when a replica covers it)', () => {
+  it('holds when every dot is in the other history, values kept or superseded there', () => {
+    const v1 = update(fresh(s('v1')), undefined, 'a', 0);
+    const v2 = update(withContext(join(v1), s('v2')), v1, 'a', 0);
+    const other = update(fresh(s('o')), undefined, 'b', 0);
+    expect(covers(v1, v1)).toBe(true);
+    expect(covers(v2, v1)).toBe(true); // v1 superseded there
+    expect(covers(v1, v2)).toBe(false);
+    expect(covers(other, v1)).toBe(false);
+    expect(covers(sync(v1, other), other)).toBe(true);
+    // Anonymous values must be there too, unless the history is strictly newer.
+    expect(covers(clock([], ['x']), clock([], ['x']))).toBe(true);
+    expect(covers(clock([], ['y']), clock([], ['x']))).toBe(false);
+    expect(covers(clock([['a', 1, ['z']]]), clock([], ['x']))).toBe(true);
   });
 });
