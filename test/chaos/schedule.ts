@@ -92,7 +92,8 @@ export function generateSchedule(seed: number, opts: ScheduleOptions): Fault[] {
         break;
       case 'pause':
         fault.nodes = nodes.slice(0, 1);
-        fault.holdMs = Math.max(fault.holdMs, opts.minPauseMs ?? 4000);
+        // Failure detection takes about 3-6 s here (phi 8, 200 ms gossip): hold well beyond it.
+        fault.holdMs = Math.max(fault.holdMs, opts.minPauseMs ?? 8000);
         break;
       case 'kill-two':
         fault.nodes = nodes.slice(0, 2);

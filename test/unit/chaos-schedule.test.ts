@@ -21,7 +21,7 @@ describe('chaos schedules', () => {
           expect(f.nodes.length).toBeGreaterThan(0);
           expect(f.others.length).toBeGreaterThan(0);
         }
-        if (f.kind === 'pause') expect(f.holdMs).toBeGreaterThanOrEqual(4000);
+        if (f.kind === 'pause') expect(f.holdMs).toBeGreaterThanOrEqual(8000);
         if (f.kind === 'skew') expect(f.skewSeconds).toBeGreaterThanOrEqual(60);
       }
     }
