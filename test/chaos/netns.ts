@@ -54,7 +54,12 @@ export class NetnsCluster {
     if (process.getuid?.() !== 0)
       throw new Error('the partition test makes network namespaces: run it as root (CI does)');
     const tag = String(process.pid % 10000);
-    const subnet = `10.213.${100 + (process.pid % 100)}`;
+    // A /24 no interface of this host uses yet: another suite's cluster (or one a killed run left
+    // behind) may hold the one this pid would pick.
+    const used = ip('-br', 'addr');
+    let third = 100 + (process.pid % 100);
+    for (let i = 0; i < 100 && used.includes(`10.213.${third}.`); i++) third = 100 + ((third - 99) % 100);
+    const subnet = `10.213.${third}`;
     const sw = `dkv${tag}-sw`;
     const host = `dkv${tag}h`;
     // A namespace left over by an earlier run that died would hold the same names.
