@@ -140,19 +140,18 @@ export async function startNode(
   // The transport is made below; gossip only sends once the node has started.
   const generation = config.seeds ? await nextGeneration(store) : 0;
   const known = config.seeds ? await KnownMembers.load(store, log) : undefined;
-  const gossip =
-    config.seeds && known
-      ? gossipMembership(
-          config,
-          log,
-          tokens,
-          status,
-          generation,
-          (peer, body, t) => transport.request(peer, body, t),
-          known,
-          record !== undefined,
-        )
-      : undefined;
+  const gossip = known
+    ? gossipMembership(
+        config,
+        log,
+        tokens,
+        status,
+        generation,
+        (peer, body, t) => transport.request(peer, body, t),
+        known,
+        record !== undefined,
+      )
+    : undefined;
   const membership: Membership =
     gossip ?? new StaticMembership(config.nodeId, config.clusterName, membersOf(config));
   const props = await BucketPropsTable.load(store, {

@@ -169,14 +169,6 @@ function errorOf(r: Response): Error {
   return new DynamoHttpError(r.status, body.error ?? 'http_error', message);
 }
 
-function isNotReady(body: Buffer): boolean {
-  try {
-    return (JSON.parse(body.toString('utf8')) as { error?: unknown }).error === 'not_ready';
-  } catch {
-    return false;
-  }
-}
-
 export class DynamoClient {
   private readonly router: Router;
   private readonly agent: Agent;
@@ -398,11 +390,14 @@ export class DynamoClient {
         });
         const body = Buffer.from(await res.body.arrayBuffer());
         const response: Response = { status: res.statusCode, headers: res.headers, body };
-        // not_ready: the node refused before doing anything (it has not rejoined its cluster), so even
-        // a write without a context is safe to send to another node.
-        if (res.statusCode === 503 && i < this.retries && (attempt.idempotent || isNotReady(body))) {
-          lastError = errorOf(response);
-          continue;
+        if (res.statusCode === 503 && i < this.retries) {
+          const err = errorOf(response);
+          // not_ready: the node refused before doing anything (it has not rejoined its cluster), so
+          // even a write without a context is safe to send to another node.
+          if (attempt.idempotent || (err instanceof DynamoHttpError && err.code === 'not_ready')) {
+            lastError = err;
+            continue;
+          }
         }
         return response;
       } catch (err) {

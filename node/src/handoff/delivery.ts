@@ -8,8 +8,6 @@ import type { Hint, HintQueue } from './hint-queue.js';
 /** Sends one hint to its target replica; rejects when the target cannot take it now. */
 export type SendHint = (target: string, hint: Hint) => Promise<void>;
 
-const EXPIRE_EVERY_MS = 60_000;
-
 export class HintDelivery {
   private timer: NodeJS.Timeout | undefined;
   private readonly busy = new Map<string, Promise<unknown>>();
@@ -44,8 +42,7 @@ export class HintDelivery {
         .finally(() => this.busy.delete(target));
       this.busy.set(target, pass);
     }
-    // At least once a window, so a short window (tests) expires in time too.
-    if (Date.now() - this.lastExpire >= Math.min(EXPIRE_EVERY_MS, this.queue.windowMs)) {
+    if (Date.now() - this.lastExpire >= this.queue.expiryIntervalMs) {
       this.lastExpire = Date.now();
       void this.queue.expire().catch((err) => this.log.warn({ err }, 'hint expiry failed'));
     }

@@ -68,6 +68,7 @@ const SEP = '\u0000';
 const pad = (n: number) => n.toString().padStart(16, '0');
 const PAGE = 256;
 const EXPIRE_BATCH = 1000;
+/** Expiry runs once a minute, or once a window when the window is shorter (tests). */
 const EXPIRE_EVERY_MS = 60_000;
 /** Redundancy checks (reads of the key's replicas) per target and expiry pass; the rest wait. */
 const MAX_CHECKS_PER_PASS = 1000;
@@ -122,7 +123,7 @@ export class HintQueue {
   private readonly lastExpired = new Map<string, number>();
   /** Per target, hints past the window kept at the last expiry pass because they were not redundant. */
   private readonly overdueCounts = new Map<string, number>();
-  readonly windowMs: number;
+  private readonly windowMs: number;
   private readonly rate: number;
   private readonly burst: number;
   private readonly now: () => number;
@@ -175,6 +176,11 @@ export class HintQueue {
   /** Hints queued per target (targets with none are absent). */
   pending(): Map<string, number> {
     return new Map(this.counts);
+  }
+
+  /** How often expiry runs (per target on the delivery path, and the delivery loop's sweep). */
+  get expiryIntervalMs(): number {
+    return Math.min(EXPIRE_EVERY_MS, this.windowMs);
   }
 
   /** Hints past the window that were kept, per target, as the last expiry pass found them. */
@@ -292,9 +298,8 @@ export class HintQueue {
    * whether old hints are redundant asks their keys' replicas, too much for every delivery attempt.
    */
   private async expireDue(target: string): Promise<number> {
-    const every = Math.min(EXPIRE_EVERY_MS, this.windowMs);
     const last = this.lastExpired.get(target);
-    if (last !== undefined && this.now() - last < every) return 0;
+    if (last !== undefined && this.now() - last < this.expiryIntervalMs) return 0;
     this.lastExpired.set(target, this.now());
     return this.expireTarget(target);
   }

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { InvalidRequestError, PeerUnavailableError } from '../errors.js';
-import { Ring } from '../ring/index.js';
+import { Ring, type RingMember } from '../ring/index.js';
 import {
   checkCluster,
   type Digest,
@@ -66,20 +66,19 @@ export class RemovedMemberError extends InvalidRequestError {
   }
 }
 
+/** True when a and b take the same place in a ring: same id, rack and tokens (in order). */
+const samePlace = (a: RingMember, b: RingMember) =>
+  a.id === b.id &&
+  a.rack === b.rack &&
+  a.tokens.length === b.tokens.length &&
+  a.tokens.every((t, j) => t === b.tokens[j]);
+
 /** previous when it has exactly these members (ids, tokens and racks, in order), else a new Ring. */
 function ringOf(members: readonly Member[], previous: Ring | undefined): Ring {
   const same =
     previous !== undefined &&
     previous.members.length === members.length &&
-    previous.members.every((m, i) => {
-      const o = members[i]!;
-      return (
-        m.id === o.id &&
-        m.rack === o.rack &&
-        m.tokens.length === o.tokens.length &&
-        m.tokens.every((t, j) => t === o.tokens[j])
-      );
-    });
+    previous.members.every((m, i) => samePlace(m, members[i]!));
   return same ? previous : new Ring(members);
 }
 
@@ -224,16 +223,23 @@ export class GossipMembership implements Membership {
     for (const e of changed) if (e.id !== this.self) this.detector.heartbeat(e.id, now);
     this.rebuild();
     // Heartbeats bump versions every round; persist only when a member's place in the ring changed.
-    if (changed.some((e) => e.id !== this.self && this.placeChanged(e))) this.persist();
+    // (filter, not some: every changed member's entry is recorded, not just the first that moved)
+    if (changed.filter((e) => e.id !== this.self && this.placeChanged(e)).length > 0) this.persist();
   }
 
-  private readonly persisted = new Map<string, string>();
+  /** Each member's entry as last persisted (heartbeats change only its version). */
+  private readonly persisted = new Map<string, MemberEntry>();
 
   private placeChanged(e: MemberEntry): boolean {
-    const place = `${e.generation}|${e.status}|${e.address}|${e.tokens.length}|${e.tokens[0] ?? ''}`;
-    if (this.persisted.get(e.id) === place) return false;
-    this.persisted.set(e.id, place);
-    return true;
+    const last = this.persisted.get(e.id);
+    this.persisted.set(e.id, e);
+    return !(
+      last &&
+      last.generation === e.generation &&
+      last.status === e.status &&
+      last.address === e.address &&
+      samePlace(last, e)
+    );
   }
 
   private persist(): void {

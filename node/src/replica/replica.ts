@@ -88,10 +88,10 @@ export class Replica {
         const incoming = decodeObject(req.obj);
         await this.store.modify(req.b, req.k, (local) => {
           if (!local) return this.bound(incoming, req.lww);
-          const stats: SyncStats = { collisions: 0, collided: [] };
+          const stats: SyncStats = { collided: [] };
           let merged = sync(local, incoming, stats);
-          if (stats.collisions > 0) {
-            this.opts.onDotCollision?.(req.b, req.k, stats.collisions);
+          if (stats.collided.length > 0) {
+            this.opts.onDotCollision?.(req.b, req.k, stats.collided.length);
             merged = bindCollided(merged, stats.collided, () => this.actors.actorFor(undefined), this.now());
           }
           merged = this.bound(merged, req.lww);

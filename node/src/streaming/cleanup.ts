@@ -41,6 +41,8 @@ export interface CleanupOptions {
   onDeleted?: (keys: number) => void;
 }
 
+const CHECK_EVERY = 256;
+
 /** True when node is one of the key's replicas in ring (for its bucket's n). */
 function replicates(ring: Ring | undefined, bucket: string, key: string, n: number, node: string): boolean {
   return ring?.preferenceList(hashKey(bucket, key), n).includes(node) ?? false;
@@ -122,10 +124,12 @@ export class Cleanup {
     };
     try {
       for await (const [bucket, key, bytes] of store.scan()) {
-        this.current.scanned++;
-        // Re-read per key: a move starting mid-run stops the run rather than racing it.
-        const why = this.blocked();
-        if (why) throw new Error(`stopped: ${why}`);
+        // A move starting mid-run stops the run rather than racing it (checked every page of keys: it
+        // copies the hint counts; each key's own check against the pending ring is below).
+        if (this.current.scanned++ % CHECK_EVERY === 0) {
+          const why = this.blocked();
+          if (why) throw new Error(`stopped: ${why}`);
+        }
         const { n } = props.get(bucket);
         if (replicates(membership.ring(), bucket, key, n, self)) continue;
         if (replicates(membership.pendingRing(), bucket, key, n, self)) continue;

@@ -84,9 +84,10 @@ function unionSiblings(a: Sibling[], b: Sibling[]): Sibling[] {
 
 /** Counts what a merge detected; pass one to sync to learn of dot collisions. */
 export interface SyncStats {
-  /** Dots that named two different values on the two sides (each is kept, as a sibling). */
-  collisions: number;
-  /** The values that lost their dot to the other value of a collision (now anonymous siblings). */
+  /**
+   * One per dot that named two different values on the two sides: the value that lost the dot to the
+   * other (kept, as an anonymous sibling).
+   */
   collided: Sibling[];
 }
 
@@ -156,10 +157,7 @@ export function sync(a: Clock, b: Clock, stats?: SyncStats): Clock {
   const collided: Sibling[] = [];
   const entries = syncEntries(a.entries, b.entries, collided);
   if (collided.length > 0) {
-    if (stats) {
-      stats.collisions += collided.length;
-      stats.collided.push(...collided);
-    }
+    stats?.collided.push(...collided);
     anonymous = unionSiblings(anonymous, collided);
   }
   return { entries, anonymous };
@@ -288,8 +286,7 @@ export function sameVersion(a: Clock, b: Clock): boolean {
   if (!equalHistory(a, b)) return false;
   if (!a.entries.every((e, i) => sameSiblings(e.values, b.entries[i]!.values))) return false;
   if (a.anonymous.length !== b.anonymous.length) return false;
-  const order = (x: Sibling, y: Sibling) => compareSiblings(x, y);
-  return sameSiblings([...a.anonymous].sort(order), [...b.anonymous].sort(order));
+  return sameSiblings([...a.anonymous].sort(compareSiblings), [...b.anonymous].sort(compareSiblings));
 }
 
 /**
@@ -313,7 +310,8 @@ export function covers(a: Clock, b: Clock): boolean {
   const counters = new Map(a.entries.map((e) => [e.id, e.counter]));
   if (!b.entries.every((e) => (counters.get(e.id) ?? 0) >= e.counter)) return false;
   if (b.anonymous.length === 0 || less(b, a)) return true;
-  return b.anonymous.every((s) => values(a).some((t) => siblingEquals(s, t)));
+  const held = values(a);
+  return b.anonymous.every((s) => held.some((t) => siblingEquals(s, t)));
 }
 
 /** Number of values (siblings, tombstones included) the clock holds. */
