@@ -2,6 +2,7 @@
  * The chaos checker: once faults are over and the cluster has converged, every acknowledged element of
  * every hot set, and every acknowledged blind write, must be readable through every node with r=all.
  */
+import { readValues } from '../integration/harness.js';
 import { BLIND_BUCKET, HOT_BUCKET, readSet, type SetWorkload } from './workload.js';
 
 export interface CheckResult {
@@ -19,18 +20,10 @@ export interface CheckResult {
   examples: string[];
 }
 
+/** The blind write's values (none when absent), or undefined when the read failed. */
 async function blindValue(url: string, key: string): Promise<string[] | undefined> {
-  const res = await fetch(`${url}/buckets/${BLIND_BUCKET}/keys/${key}?r=all`, {
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (res.status === 404) return [];
-  if (res.status === 200) return [await res.text()];
-  if (res.status === 300) {
-    const body = (await res.json()) as { siblings: Array<{ value: string }> };
-    return body.siblings.map((s) => Buffer.from(s.value, 'base64').toString());
-  }
-  await res.arrayBuffer();
-  return undefined;
+  const r = await readValues(url, BLIND_BUCKET, key, '?r=all');
+  return r.status === 200 || r.status === 300 || r.status === 404 ? r.values : undefined;
 }
 
 export async function check(urls: string[], w: SetWorkload): Promise<CheckResult> {

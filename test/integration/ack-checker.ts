@@ -4,6 +4,7 @@
  * value the cluster said it stored must never vanish).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { readValues } from './harness.js';
 
 export interface Missing {
   key: string;
@@ -96,17 +97,7 @@ export class AckChecker {
   }
 
   private async read(url: string, key: string, query: string): Promise<{ status: string; values: string[] }> {
-    const res = await fetch(`${url}/buckets/${this.bucket}/keys/${key}${query}`, {
-      signal: AbortSignal.timeout(10_000),
-    });
-    if (res.status === 200) return { status: '200', values: [await res.text()] };
-    if (res.status === 300) {
-      const body = (await res.json()) as { siblings: Array<{ value: string }> };
-      return {
-        status: '300',
-        values: body.siblings.map((s) => Buffer.from(s.value, 'base64').toString()),
-      };
-    }
-    return { status: `${res.status} ${await res.text()}`, values: [] };
+    const r = await readValues(url, this.bucket, key, query);
+    return { status: r.body === undefined ? String(r.status) : `${r.status} ${r.body}`, values: r.values };
   }
 }

@@ -6,7 +6,7 @@
 import { cpSync, rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashKey, Ring } from '../../node/src/ring/index.js';
-import { metric, TestCluster, waitFor } from './harness.js';
+import { metric, readValues, TestCluster, waitFor } from './harness.js';
 
 interface RingView {
   members: Array<{ id: string; tokens: string[] }>;
@@ -29,12 +29,10 @@ async function keyAvoiding(c: TestCluster, bucket: string, not: number): Promise
 
 /** The live values of a key read through url with r=all (sorted), [] when absent. */
 async function valuesAt(url: string, bucket: string, key: string): Promise<string[]> {
-  const res = await fetch(`${url}/buckets/${bucket}/keys/${key}?r=all`);
-  if (res.status === 404) return [];
-  if (res.status === 200) return [await res.text()];
-  const body = (await res.json()) as { siblings?: Array<{ value: string }> };
-  if (!body.siblings) throw new Error(`read answered ${res.status}: ${JSON.stringify(body)}`);
-  return body.siblings.map((s) => Buffer.from(s.value, 'base64').toString()).sort();
+  const r = await readValues(url, bucket, key, '?r=all');
+  if (r.status !== 200 && r.status !== 300 && r.status !== 404)
+    throw new Error(`read answered ${r.status}: ${r.body}`);
+  return r.values.sort();
 }
 
 /** Restarts the given nodes and waits until no node holds a hint any more. */

@@ -77,6 +77,27 @@ export async function metric(urls: string | string[], line: RegExp): Promise<num
   return sum;
 }
 
+/**
+ * A key's values read through url: one for 200, every sibling (decoded) for 300, none otherwise, with
+ * the status and, for any other answer, its body.
+ */
+export async function readValues(
+  url: string,
+  bucket: string,
+  key: string,
+  query = '',
+): Promise<{ status: number; values: string[]; body?: string }> {
+  const res = await fetch(`${url}/buckets/${bucket}/keys/${key}${query}`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (res.status === 200) return { status: 200, values: [await res.text()] };
+  if (res.status === 300) {
+    const body = (await res.json()) as { siblings: Array<{ value: string }> };
+    return { status: 300, values: body.siblings.map((s) => Buffer.from(s.value, 'base64').toString()) };
+  }
+  return { status: res.status, values: [], body: await res.text() };
+}
+
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,
