@@ -70,7 +70,7 @@ async function main(): Promise<void> {
       path.join(root, `s${i + 1}`),
     );
     args.push('--ring-settle-ms', '500', '--stream-mib-per-second', String(values['mib-per-second']));
-    args.push('--log-level', 'warn');
+    args.push('--log-level', 'warn', ...(i === 0 ? ['--bootstrap'] : []));
     procs.push(spawn(process.execPath, args, { stdio: 'inherit' }));
   };
   try {

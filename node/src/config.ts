@@ -17,6 +17,7 @@ export interface NodeConfig {
   advertiseHttp: string;
   members: string;
   seeds: string;
+  bootstrap: boolean;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -145,7 +146,15 @@ export const SETTINGS: readonly Setting[] = [
     env: 'DYNAMO_SEEDS',
     kind: 'string',
     default: '',
-    doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. The first seed, on its first start, founds a new cluster alone; every other node, other seeds included, waits until it has heard from a member (so a seed that reaches no other never starts a second ring). Excludes --members.',
+    doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. Seeds are contact points only: a node, seed or not, serves once it has heard from a member (so a seed that reaches no other never starts a second ring); only a node started with --bootstrap founds a new cluster. Excludes --members.',
+  },
+  {
+    key: 'bootstrap',
+    flag: 'bootstrap',
+    env: 'DYNAMO_BOOTSTRAP',
+    kind: 'bool',
+    default: false,
+    doc: 'Gossip membership: this node founds a new cluster if, on its first start (empty --data-dir), no seed answers. Set it on one node of a new cluster only, and not again once the cluster exists (the operator and `dynamo local` do so); ignored on a node that has data.',
   },
   {
     key: 'gossipIntervalMs',

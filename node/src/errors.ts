@@ -148,7 +148,7 @@ export class RemoteError extends Error {
 export class NotReadyError extends DynamoError {
   readonly status = 503;
   readonly code = 'not_ready';
-  constructor(message = 'this node has not yet rejoined its cluster; try another node') {
+  constructor(message = 'this node does not serve yet; try another node') {
     super(message);
     this.name = 'NotReadyError';
   }

@@ -7,7 +7,13 @@ import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
 import { Coordinator } from './coordinator/coordinator.js';
-import { DynamoError, InvalidRequestError, RemoteError, RequestTimeoutError } from './errors.js';
+import {
+  DynamoError,
+  InvalidRequestError,
+  NotReadyError,
+  RemoteError,
+  RequestTimeoutError,
+} from './errors.js';
 import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
 import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
@@ -23,6 +29,7 @@ import { TombstoneReaper } from './replica/tombstone-reaper.js';
 import { generateTokens, isToken, type Token } from './ring/index.js';
 import { ObjectStore } from './storage/store.js';
 import { Cleanup } from './streaming/cleanup.js';
+import { StaticRebuild } from './streaming/rebuild.js';
 import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { TcpTransport } from './transport/tcp.js';
@@ -83,6 +90,7 @@ function gossipMembership(
   request: (peer: string, body: unknown, timeoutMs: number) => Promise<unknown>,
   known: KnownMembers,
   rejoining: boolean,
+  bootstrap: boolean,
 ): GossipMembership {
   if (config.members || config.clusterFile) {
     throw new InvalidRequestError(
@@ -115,6 +123,7 @@ function gossipMembership(
     known: known.entries,
     onChange: (entries) => known.save(entries),
     refuseIfRemoved: rejoining,
+    bootstrap,
   });
 }
 
@@ -140,6 +149,9 @@ export async function startNode(
   // The transport is made below; gossip only sends once the node has started.
   const generation = config.seeds ? await nextGeneration(store) : 0;
   const known = config.seeds ? await KnownMembers.load(store, log) : undefined;
+  // --bootstrap counts only on a first start: a node that was ever up, or knew other members, rejoins
+  // the cluster it belonged to (a founder restarted alone must not found a second ring).
+  const firstStart = (!record || record.state === 'joining') && (known?.entries.length ?? 0) === 0;
   const gossip = known
     ? gossipMembership(
         config,
@@ -150,6 +162,7 @@ export async function startNode(
         (peer, body, t) => transport.request(peer, body, t),
         known,
         record !== undefined,
+        config.bootstrap && firstStart,
       )
     : undefined;
   const membership: Membership =
@@ -219,15 +232,29 @@ export async function startNode(
     onError: (err, context) => log.debug({ err, context }, 'transport error'),
   });
   membership.learnHttp(config.nodeId, config.advertiseHttp);
-  const info: InfoReply = { id: config.nodeId, http: config.advertiseHttp };
+  const info = (): InfoReply => ({ id: config.nodeId, http: config.advertiseHttp, keys: store.keyCount });
   const onStreamed = (direction: 'in' | 'out', keys: number, bytes: number) => {
     metrics.streamBytes.inc({ direction }, bytes);
     metrics.streamKeys.inc({ direction }, keys);
   };
   const source = new StreamSource(config.nodeId, store, props, (req) => replica.handle(req), onStreamed);
+  // Static membership has no join: a node with no data in a cluster that has some is rebuilt first.
+  const rebuild = gossip
+    ? undefined
+    : new StaticRebuild({
+        self: config.nodeId,
+        store,
+        props,
+        membership,
+        request: (peer, req, timeoutMs) => requestPeer(peer, req, timeoutMs),
+        mergeLocal: (req) => replica.handle(req),
+        timeoutMs: config.requestTimeoutMs,
+        log,
+        onStreamed,
+      });
   await transport.listen(async (from, body) => {
     const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest | StreamRequest;
-    if (req.op === 'info') return info;
+    if (req.op === 'info') return info();
     if (req.op === 'stream.pull' || req.op === 'stream.push') return source.handle(req);
     if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys')
       return antiEntropy.handle(req);
@@ -235,6 +262,9 @@ export async function startNode(
       if (!gossip) throw new InvalidRequestError('not_gossiping', 'this node uses static membership');
       return gossip.handle(req);
     }
+    // A node being rebuilt takes writes but answers no read: its empty copy must not count towards R.
+    if (req.op === 'get' && rebuild && !rebuild.serving)
+      throw new NotReadyError('this replica is being rebuilt and answers no read yet');
     try {
       return await replica.handle(req);
     } catch (err) {
@@ -418,10 +448,17 @@ export async function startNode(
     log,
     setProps,
     learnPeers: () => learnPeers(500),
-    ready: () => ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true),
-    rejoined: () => gossip?.hasJoined ?? true,
+    ready: () =>
+      ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true) && (rebuild?.serving ?? true),
+    notServing: () => {
+      if (gossip && !gossip.hasJoined) return 'this node has not yet heard from its cluster';
+      if (streamer?.joining) return 'this node is joining: its ranges are streaming in';
+      if (rebuild && !rebuild.serving) return 'this node is being rebuilt from the other members';
+      return undefined;
+    },
     cleanup,
     ...(streamer ? { streamer } : {}),
+    ...(rebuild ? { rebuild } : {}),
   };
   const server = createHttpServer(ctx);
   await new Promise<void>((resolve, reject) => {
@@ -432,6 +469,7 @@ export async function startNode(
     });
   });
   ready = true;
+  rebuild?.start();
   if (gossip) {
     try {
       await gossip.join(config.requestTimeoutMs);
@@ -464,6 +502,7 @@ export async function startNode(
       ready = false;
       await cleanup.stop();
       await streamer?.stop();
+      await rebuild?.stop();
       clearInterval(propsTimer);
       gossip?.stop();
       antiEntropy.stop();

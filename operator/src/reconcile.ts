@@ -25,7 +25,7 @@ import {
 } from './scaling.js';
 import { parseQuantity, validateSpec, withDefaults } from './spec.js';
 import { buildStatus } from './status.js';
-import { assignTokens, parseAssignments, type TokenAssignments } from './token-assignments.js';
+import { assignTokens, FOUNDER_KEY, parseAssignments, type TokenAssignments } from './token-assignments.js';
 
 export type StepResult =
   | { kind: 'continue' }
@@ -207,9 +207,14 @@ export class Reconciler {
     }
     const needed = Array.from({ length: decision.replicas }, (_, i) => podName(name, i));
     const missing = needed.filter((node) => !ctx.tokens.has(node));
-    if (missing.length === 0 && ctx.tokenConfigMap !== undefined) return CONTINUE;
+    // A new cluster (no record, no nodes) is founded by its first node; once any node is ready the
+    // cluster exists, and the designation goes so that no pod restarted on an empty volume founds another.
+    const newCluster = ctx.tokenConfigMap === undefined && existingReplicas === 0;
+    const founder = newCluster ? podName(name, 0) : ctx.tokenConfigMap?.data?.[FOUNDER_KEY];
+    const founded = founder !== undefined && ctx.pods.some((p) => p.ready);
+    if (missing.length === 0 && ctx.tokenConfigMap !== undefined && !founded) return CONTINUE;
     const assigned = assignTokens(ctx.tokens, missing, ctx.spec.tokensPerNode, ctx.spec.replication.n);
-    await this.writeTokens(ctx, assigned);
+    await this.writeTokens(ctx, assigned, founded ? undefined : founder);
     for (const node of missing) {
       await this.event(ctx, {
         type: 'Normal',
@@ -423,8 +428,13 @@ export class Reconciler {
   }
 
   /** Writes the token ConfigMap and reads it back: pods must never start before their tokens are stored. */
-  private async writeTokens(ctx: ReconcileContext, assignments: TokenAssignments): Promise<void> {
-    const desired = buildTokenConfigMap(ctx.cluster, assignments);
+  /** Writes the token record; founder is kept only while given (see ensureTokens). */
+  private async writeTokens(
+    ctx: ReconcileContext,
+    assignments: TokenAssignments,
+    founder?: string,
+  ): Promise<void> {
+    const desired = buildTokenConfigMap(ctx.cluster, assignments, founder);
     const rv = ctx.tokenConfigMap?.metadata?.resourceVersion;
     // resourceVersion makes the apply conditional: a concurrent writer fails it instead of being overwritten.
     if (rv !== undefined && desired.metadata) desired.metadata.resourceVersion = rv;

@@ -5,10 +5,19 @@ import { allocateTokens } from '../../node/src/ring/allocation.js';
 /** Node (pod) name -> its tokens, 32-hex each. */
 export type TokenAssignments = Map<string, string[]>;
 
+/**
+ * The ConfigMap key naming the node that founds a new cluster (its nodes start with --bootstrap when it
+ * names them). Written with the first tokens of a new cluster, removed once a node is ready: a pod that
+ * later restarts on an empty volume rejoins the cluster instead of founding a second one. Not a pod name
+ * (pod names never start with an underscore).
+ */
+export const FOUNDER_KEY = '_founder';
+
 /** ConfigMap data ({ "<pod>": "tok,tok,..." }) to assignments; keys that are not pods of the cluster are kept too. */
 export function parseAssignments(data: Record<string, string> | undefined): TokenAssignments {
   const out: TokenAssignments = new Map();
   for (const [node, value] of Object.entries(data ?? {})) {
+    if (node === FOUNDER_KEY) continue;
     const tokens = value
       .split(',')
       .map((t) => t.trim())

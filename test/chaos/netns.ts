@@ -29,6 +29,8 @@ export interface NsNode {
 export interface StartOptions {
   /** Set the node's clock back this many seconds (libfaketime); 0 = the real clock. */
   skewSeconds?: number;
+  /** Found the cluster (--bootstrap): n1 on the cluster's first start only. */
+  bootstrap?: boolean;
 }
 
 /** Debian's libfaketime (hack/install-test-tools.sh installs it). */
@@ -102,7 +104,7 @@ export class NetnsCluster {
     }
     const cluster = new NetnsCluster(nodes, tag, root, args);
     try {
-      await cluster.startNode(0);
+      await cluster.startNode(0, { bootstrap: true });
       await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
     } catch (err) {
       // The caller never gets the cluster to stop: remove its processes and namespaces here.
@@ -138,7 +140,7 @@ export class NetnsCluster {
       node.url,
     );
     args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
-    args.push(...this.args);
+    args.push(...this.args, ...(opts.bootstrap ? ['--bootstrap'] : []));
     node.stopping = false;
     const proc = await spawnNode(node, 'ip', args, `${node.url}/ready`, 30_000);
     node.proc = proc;

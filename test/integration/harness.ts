@@ -165,8 +165,9 @@ export class TestCluster {
     const cluster = new TestCluster(nodes, root, args, options.gossip ?? false);
     try {
       if (cluster.gossip) {
-        // The first node is the seed and bootstraps the ring; the others join through it.
-        await cluster.startNode(0);
+        // The first node is the seed and founds the cluster (--bootstrap, on this first start only);
+        // the others join through it.
+        await cluster.startNode(0, true, undefined, ['--bootstrap']);
         await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
       } else await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
     } catch (err) {
@@ -196,7 +197,7 @@ export class TestCluster {
    * Starts (or restarts) node i and waits until it answers /ready (or only /health: ready false). With
    * host, the node moves to that loopback address (127.x.y.z) for good, as a rescheduled pod gets a new IP.
    */
-  async startNode(i: number, ready = true, host?: string): Promise<void> {
+  async startNode(i: number, ready = true, host?: string, extra: string[] = []): Promise<void> {
     const node = this.nodes[i]!;
     if (host) {
       node.host = host;
@@ -215,7 +216,7 @@ export class TestCluster {
     const args = [CLI, 'node', '--node-id', node.id, ...membership, '--data-dir', node.dataDir];
     args.push('--http-host', at, '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', at, '--peer-port', String(node.peerPort));
-    args.push('--tokens', '64', '--log-level', 'warn', ...this.args);
+    args.push('--tokens', '64', '--log-level', 'warn', ...this.args, ...extra);
     node.proc = await spawnNode(node, process.execPath, args, `${node.url}/${ready ? 'ready' : 'health'}`);
   }
 

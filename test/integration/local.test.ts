@@ -1,58 +1,114 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, freePortRange, waitFor } from './harness.js';
+import { CLI, freePortRange, metric, waitFor } from './harness.js';
+
+/** `dynamo local` on dataDir, running until stop(); resolves once it prints that the cluster is ready. */
+async function runLocal(dataDir: string, extra: string[] = []) {
+  // dynamo local uses consecutive ports from each base: three http ports, then three peer ports.
+  const httpPort = await freePortRange(6);
+  const args = [CLI, 'local', '--data-dir', dataDir, '--http-port', String(httpPort)];
+  args.push('--peer-port', String(httpPort + 3), ...extra);
+  const proc: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout?.on('data', (b) => {
+    out += b;
+  });
+  proc.stderr?.on('data', (b) => {
+    out += b;
+  });
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const stop = async () => {
+    proc.kill('SIGINT');
+    return exited;
+  };
+  try {
+    await waitFor(
+      'cluster ready',
+      async () => out.includes('cluster ready') || proc.exitCode !== null,
+      30_000,
+    );
+    expect(proc.exitCode, `dynamo local exited early:\n${out}`).toBeNull();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${httpPort + i}`);
+  return { urls, out: () => out, stop };
+}
 
 describe('dynamo local (npm start)', () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'dynamo-local-'));
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+  const root = mkdtempSync(join(tmpdir(), 'dynamo-local-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
 
   it('starts a working 3-node cluster, prints its endpoints and stops cleanly on SIGINT', {
     timeout: 45_000,
   }, async () => {
-    // dynamo local uses consecutive ports from each base: three http ports, then three peer ports.
-    const httpPort = await freePortRange(6);
-    const peerPort = httpPort + 3;
-    const args = [
-      CLI,
-      'local',
-      '--data-dir',
-      dataDir,
-      '--http-port',
-      String(httpPort),
-      '--peer-port',
-      String(peerPort),
-    ];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    proc.stdout.on('data', (b) => {
-      out += b;
-    });
-    proc.stderr.on('data', (b) => {
-      out += b;
-    });
-    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    const dataDir = join(root, 'a');
+    const local = await runLocal(dataDir);
     try {
-      await waitFor(
-        'cluster ready',
-        async () => out.includes('cluster ready') || proc.exitCode !== null,
-        20_000,
-      );
-      expect(proc.exitCode, `dynamo local exited early:\n${out}`).toBeNull();
-      const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${httpPort + i}`);
-      for (const url of urls) expect(out).toContain(url);
-
-      const w = await fetch(`${urls[0]}/buckets/demo/keys/greeting`, { method: 'PUT', body: 'hello' });
+      for (const url of local.urls) expect(local.out()).toContain(url);
+      const w = await fetch(`${local.urls[0]}/buckets/demo/keys/greeting`, { method: 'PUT', body: 'hello' });
       expect(w.status).toBe(204);
-      for (const url of urls)
+      for (const url of local.urls)
         expect(await (await fetch(`${url}/buckets/demo/keys/greeting`)).text()).toBe('hello');
       expect(readdirSync(dataDir).sort()).toEqual(['n1', 'n2', 'n3']);
+      // Gossip membership: every node is a member the failure detector watches.
+      const ring = (await (await fetch(`${local.urls[2]}/admin/ring`)).json()) as {
+        members: Array<{ id: string; state: string }>;
+      };
+      expect(ring.members.map((m) => [m.id, m.state])).toEqual([
+        ['n1', 'up'],
+        ['n2', 'up'],
+        ['n3', 'up'],
+      ]);
     } finally {
-      proc.kill('SIGINT');
+      expect(await local.stop()).toBe(0);
     }
-    expect(await exited).toBe(0);
-    await expect(fetch(`http://127.0.0.1:${httpPort}/health`)).rejects.toThrow();
+    await expect(fetch(`${local.urls[0]}/health`)).rejects.toThrow();
+  });
+
+  it('restarted with n1 wiped, rebuilds n1 from the others before it serves (no second cluster)', {
+    timeout: 90_000,
+  }, async () => {
+    const dataDir = join(root, 'b');
+    const first = await runLocal(dataDir);
+    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
+    try {
+      for (const k of keys) {
+        const res = await fetch(`${first.urls[1]}/buckets/demo/keys/${k}?w=all`, { method: 'PUT', body: k });
+        expect(res.status).toBe(204);
+      }
+    } finally {
+      expect(await first.stop()).toBe(0);
+    }
+    rmSync(join(dataDir, 'n1'), { recursive: true, force: true });
+    const second = await runLocal(dataDir);
+    try {
+      // n=3 on 3 nodes: n1 holds every key again, streamed in before it became ready.
+      expect(await metric(second.urls[0]!, /^dynamo_storage_keys\b/)).toBe(keys.length);
+      const ring = (await (await fetch(`${second.urls[0]}/admin/ring`)).json()) as {
+        members: Array<{ id: string }>;
+      };
+      expect(ring.members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3']);
+      for (const k of keys)
+        expect(await (await fetch(`${second.urls[0]}/buckets/demo/keys/${k}?r=all`)).text()).toBe(k);
+    } finally {
+      expect(await second.stop()).toBe(0);
+    }
+  });
+
+  it('--static runs the nodes with a fixed member list', { timeout: 45_000 }, async () => {
+    const local = await runLocal(join(root, 'c'), ['--static']);
+    try {
+      const status = (await (await fetch(`${local.urls[0]}/admin/status`)).json()) as { membership?: string };
+      const res = await fetch(`${local.urls[0]}/admin/members/n2/remove`, { method: 'POST' });
+      expect(res.status, JSON.stringify(status)).toBe(400);
+      expect(((await res.json()) as { error: string }).error).toBe('static_membership');
+    } finally {
+      expect(await local.stop()).toBe(0);
+    }
   });
 });

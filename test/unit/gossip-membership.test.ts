@@ -104,10 +104,23 @@ describe('gossip membership across a restart', () => {
     expect(m.hasJoined).toBe(true);
   });
 
-  it('only the first seed, knowing no other member (first start, or a cluster of one), bootstraps at once', () => {
-    expect(restarted(['a:7070'], async () => ({}), []).hasJoined).toBe(true);
-    expect(restarted(['a:7070', 'b:7070'], async () => ({}), []).hasJoined).toBe(true);
-    // Another seed that reaches nobody waits: no second ring.
-    expect(restarted(['b:7070', 'a:7070'], async () => ({}), []).hasJoined).toBe(false);
+  it('only a node designated to found the cluster (--bootstrap) is joined before it hears from anyone', () => {
+    const bootstrap = (seeds: string[], founder: boolean) =>
+      new GossipMembership({
+        self: entry('a', generateTokens('a', 8)),
+        cluster: 'c',
+        seeds,
+        request: async () => ({}),
+        intervalMs: 1000,
+        phiThreshold: 8,
+        log: pino({ level: 'silent' }),
+        bootstrap: founder,
+      });
+    expect(bootstrap(['a:7070'], true).hasJoined).toBe(true);
+    expect(bootstrap(['a:7070'], true).mayBootstrap).toBe(true);
+    // A seed, even the first one listed and listing only itself, that reaches nobody waits: no second ring.
+    expect(bootstrap(['a:7070'], false).hasJoined).toBe(false);
+    expect(bootstrap(['a:7070', 'b:7070'], false).hasJoined).toBe(false);
+    expect(bootstrap(['b:7070', 'a:7070'], false).mayBootstrap).toBe(false);
   });
 });

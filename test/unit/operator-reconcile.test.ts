@@ -10,7 +10,7 @@ import type { EventRecord, KubeApi, ObjectRef } from '../../operator/src/kube.js
 import type { NodeAdmin, RingView } from '../../operator/src/node-admin.js';
 import { canonicalJson, Reconciler, type StepResult } from '../../operator/src/reconcile.js';
 import type { NodeStatus } from '../../operator/src/scaling.js';
-import { parseAssignments } from '../../operator/src/token-assignments.js';
+import { FOUNDER_KEY, parseAssignments } from '../../operator/src/token-assignments.js';
 
 /** An API server in memory: enough of apply, read, delete, pods and status for the reconciler. */
 class FakeKube implements KubeApi {
@@ -425,5 +425,27 @@ describe('Reconciler', () => {
     await env.reconcile();
     expect(env.tokens()).toEqual(before);
     expect(env.kube.events.map((e) => e.reason)).toContain('TokensRecovered');
+    expect(founder(env)).toBeUndefined();
+  });
+
+  it('names the first node founder of a new cluster, and drops the designation once a node is ready', async () => {
+    const env = setup(SMALL);
+    await env.reconcile();
+    expect(founder(env)).toBe('demo-0');
+    // Not ready yet (pod 0 may still be starting, or restarting): the designation stays.
+    env.kube.runPods(() => false);
+    await env.reconcile();
+    expect(founder(env)).toBe('demo-0');
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    expect(founder(env)).toBeUndefined();
+    // Never again: a later node, or pod 0 restarted on an empty volume, joins the cluster that exists.
+    await settle(env);
+    expect(env.replicas()).toBe(3);
+    expect(founder(env)).toBeUndefined();
+    expect([...env.tokens().keys()]).toEqual(['demo-0', 'demo-1', 'demo-2']);
   });
 });
+
+const founder = (env: ReturnType<typeof setup>) =>
+  env.kube.get<V1ConfigMap>('ConfigMap', 'demo-tokens')?.data?.[FOUNDER_KEY];

@@ -32,8 +32,9 @@ export function nodeStatus(ctx: NodeContext) {
   return {
     id: ctx.membership.self,
     cluster: ctx.membership.cluster,
-    state: ctx.streamer?.state ?? 'up',
+    state: ctx.streamer?.state ?? (ctx.rebuild && !ctx.rebuild.serving ? 'rebuilding' : 'up'),
     stream: ctx.streamer?.status() ?? null,
+    rebuild: ctx.rebuild?.status() ?? null,
     cleanup: ctx.cleanup.status(),
   };
 }

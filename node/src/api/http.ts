@@ -32,7 +32,8 @@ async function routeBuckets(
   q: URLSearchParams,
   rid: string,
 ): Promise<Op> {
-  if (!ctx.rejoined()) throw new NotReadyError();
+  const why = ctx.notServing();
+  if (why) throw new NotReadyError(`${why}; try another node`);
   const bucket = validateBucket(decodeSegment(parts[1] ?? '', 'bucket'));
   const method = req.method ?? 'GET';
   if (parts[2] === 'props' && parts.length === 3) {

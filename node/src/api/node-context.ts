@@ -6,6 +6,7 @@ import type { Coordinator } from '../coordinator/coordinator.js';
 import type { Membership } from '../membership/membership.js';
 import type { NodeMetrics } from '../metrics/metrics.js';
 import type { Cleanup } from '../streaming/cleanup.js';
+import type { StaticRebuild } from '../streaming/rebuild.js';
 import type { Streamer } from '../streaming/streamer.js';
 
 export interface NodeContext {
@@ -22,12 +23,15 @@ export interface NodeContext {
   /** True once the node has joined and serves requests. */
   ready(): boolean;
   /**
-   * False while a restarted node has not yet heard from its cluster: it must not coordinate on the
-   * partial ring it would have (client requests get 503 not_ready).
+   * Why this node must not coordinate client requests now, or undefined when it may: a restarted node
+   * that has not yet heard from its cluster (it would coordinate on a partial ring), or a joining one
+   * (new or wiped: it has not streamed its ranges in). Client requests get 503 not_ready.
    */
-  rejoined(): boolean;
+  notServing(): string | undefined;
   /** Join and decommission (gossip membership only). */
   streamer?: Streamer;
+  /** The rebuild of a static node with no data (static membership only). */
+  rebuild?: StaticRebuild;
   /** Deletes the keys of ranges this node no longer replicates. */
   cleanup: Cleanup;
 }

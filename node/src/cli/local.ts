@@ -1,9 +1,14 @@
 /**
  * `dynamo local`: a cluster of node processes on this machine (what `npm start` runs).
  * Each node logs to <data-dir>/<id>/node.log; Ctrl-C stops them all cleanly.
+ *
+ * Membership is gossip (failure detection, joins, decommission and removal work as on Kubernetes): every
+ * node lists all of them as seeds, and n1 founds the cluster (--bootstrap) when no node has data yet. A
+ * node whose directory was wiped later rejoins and is rebuilt from the others. --static runs them with a
+ * fixed member list instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,9 +18,14 @@ export interface LocalClusterOptions {
   httpPort: number;
   peerPort: number;
   dataDir: string;
+  /** Static membership (--members) instead of gossip. */
+  static: boolean;
   /** Extra flags passed to every node (e.g. --tokens 64). */
   nodeArgs: string[];
 }
+
+/** How long a local node joining the cluster waits for writes routed by the old ring (no network hops here). */
+const LOCAL_RING_SETTLE_MS = 1000;
 
 interface LocalNode {
   id: string;
@@ -45,13 +55,21 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const dataDir = resolve(o.dataDir);
   const ids = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
   const members = ids.map((id, i) => `${id}=${o.host}:${o.peerPort + i}`).join(',');
+  const seeds = ids.map((_, i) => `${o.host}:${o.peerPort + i}`).join(',');
+  // A LevelDB database holds a CURRENT file: no node has one on the very first start only.
+  const fresh = ids.every((id) => !existsSync(join(dataDir, id, 'CURRENT')));
   let stopping = false;
   const nodes: LocalNode[] = ids.map((id, i) => {
     const dir = join(dataDir, id);
     mkdirSync(dir, { recursive: true });
     const logFile = join(dir, 'node.log');
     const out = createWriteStream(logFile, { flags: 'a' });
-    const args = [MAIN, 'node', '--node-id', id, '--members', members, '--data-dir', dir];
+    const membership = o.static
+      ? ['--members', members]
+      : ['--seeds', seeds, '--advertise', `${o.host}:${o.peerPort + i}`];
+    if (!o.static) membership.push('--ring-settle-ms', String(LOCAL_RING_SETTLE_MS));
+    if (!o.static && fresh && i === 0) membership.push('--bootstrap');
+    const args = [MAIN, 'node', '--node-id', id, ...membership, '--data-dir', dir];
     args.push('--http-host', o.host, '--http-port', String(o.httpPort + i));
     args.push('--advertise-http', `http://${o.host}:${o.httpPort + i}`);
     args.push('--peer-host', o.host, '--peer-port', String(o.peerPort + i), ...o.nodeArgs);

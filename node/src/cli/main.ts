@@ -12,8 +12,8 @@ import { runLocalCluster } from './local.js';
 const USAGE = `usage: dynamo <command> [options]
 
 commands:
-  local [--nodes 3] [--host 127.0.0.1] [--http-port 8081] [--peer-port 7071] [--data-dir ./data] [-- node flags]
-                              run a cluster of local node processes (npm start)
+  local [--nodes 3] [--host 127.0.0.1] [--http-port 8081] [--peer-port 7071] [--data-dir ./data] [--static] [-- node flags]
+                              run a cluster of local node processes (npm start); gossip membership unless --static
   node [flags]                run one node; flags and environment variables are listed in README.md
   put <bucket> <key> [value]  store a value (reads stdin when value is omitted)
         [--context C] [--content-type T] [--w W] [--ttl SECONDS]
@@ -66,10 +66,12 @@ async function cmdLocal(args: string[]): Promise<void> {
       'http-port': { type: 'string' },
       'peer-port': { type: 'string' },
       'data-dir': { type: 'string' },
+      static: { type: 'boolean' },
     },
     strict: true,
   });
   await runLocalCluster({
+    static: values.static ?? false,
     nodes: int('nodes', values.nodes, 3, 1),
     host: values.host ?? '127.0.0.1',
     httpPort: int('http-port', values['http-port'], 8081, 1),

@@ -54,6 +54,11 @@ export interface GossipOptions {
    * RemovedMemberError before this node's entry is pushed anywhere).
    */
   refuseIfRemoved?: boolean;
+  /**
+   * This node may found a new cluster (--bootstrap on its first start): it counts as joined at once,
+   * and founds the ring if no seed answers. Every other node waits to hear from a member.
+   */
+  bootstrap?: boolean;
 }
 
 /** A node restarted on the data of a member the cluster removed. */
@@ -110,12 +115,15 @@ export class GossipMembership implements Membership {
       for (const e of known) this.detector.heartbeat(e.id, this.now());
     }
     this.rebuild();
-    const knewOthers = known.some((e) => e.status !== 'removed');
-    // Only the first seed founds a new cluster alone, on its first start: any other node (other seeds
-    // included: they are contact points, not founders) is joined once it has heard from a member, so a
-    // seed that cannot reach the others (cluster DNS down) never bootstraps a second ring. A node that
-    // was a member of a cluster with others waits to hear from one of them too.
-    this.joined = opts.seeds.length === 0 || (!knewOthers && opts.seeds[0] === opts.self.address);
+    // Only the node designated to found the cluster is joined before it hears from anyone. Seeds are
+    // contact points, not founders: a seed that cannot reach the others (cluster DNS down) waits rather
+    // than start a second ring, and a restarted member waits to hear from the ring it belonged to.
+    this.joined = opts.bootstrap === true;
+  }
+
+  /** True when this node may found a new cluster (see GossipOptions.bootstrap). */
+  get mayBootstrap(): boolean {
+    return this.opts.bootstrap === true;
   }
 
   /** Contacts the seeds once: resolves when one answered; rejects when every seed that answered is of another cluster. */

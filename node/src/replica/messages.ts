@@ -35,6 +35,8 @@ export type ReplicaRequest =
 export interface InfoReply {
   id: string;
   http: string;
+  /** Objects this node holds (a static node with none asks whether it must be rebuilt). */
+  keys?: number;
 }
 
 /** Reply to get: the encoded object, or null when this replica has never seen the key. */

@@ -165,6 +165,13 @@ export class Streamer {
     return this.state === 'up' && this.running === undefined;
   }
 
+  /** True until a join has finished, its announcement of being up included. */
+  get joining(): boolean {
+    return this.state === 'joining' || this.joinRunning;
+  }
+
+  private joinRunning = false;
+
   /** The running (or last finished) stream's progress, or null when this node never streamed. */
   status(): StreamStatus | null {
     return this.record ? this.describe(this.record, null) : (this.finished?.status ?? null);
@@ -180,7 +187,14 @@ export class Streamer {
    * streams its ranges in. Resolves once the node is up; resumes a stream a restart interrupted.
    */
   join(): Promise<void> {
-    return this.runOnce(() => this.runJoin());
+    return this.runOnce(async () => {
+      this.joinRunning = true;
+      try {
+        await this.runJoin();
+      } finally {
+        this.joinRunning = false;
+      }
+    });
   }
 
   /** Starts the decommission of this node (idempotent); ConflictError when it cannot leave now. */
@@ -241,12 +255,19 @@ export class Streamer {
     const { gossip, store, self, log } = this.opts;
     await saveNodeRecord(store, { tokens: this.tokens, state: 'joining' });
     let record = await this.loadRecord('join');
-    const serving = gossip
-      .members()
-      .filter((m) => m.id !== self && ['up', 'leaving'].includes(gossip.statusOf(m.id) ?? ''));
-    if (!record && serving.length === 0) {
-      log.info('no other member serves yet: bootstrapping the ring');
+    const serving = () =>
+      gossip
+        .members()
+        .filter((m) => m.id !== self && ['up', 'leaving'].includes(gossip.statusOf(m.id) ?? ''));
+    if (!record && serving().length === 0 && gossip.mayBootstrap) {
+      log.info('no other member serves: founding a new cluster (--bootstrap)');
     } else {
+      // Nodes that start with a new cluster join once its founder is up.
+      if (!record && serving().length === 0) log.info('join: waiting for a member that serves');
+      while (!record && serving().length === 0) {
+        if (this.stopped) throw new Error('stopped');
+        await sleep(this.opts.gossipIntervalMs);
+      }
       if (!record) {
         if (this.opts.balanceTokens) await this.chooseBalancedTokens();
         await this.announceAndSettle();

@@ -10,6 +10,7 @@ import {
   tokenConfigMapName,
   VOLUME_CLAIM,
 } from '../names.js';
+import { FOUNDER_KEY } from '../token-assignments.js';
 import { ownedMeta } from './meta.js';
 
 export const CONTAINER_NAME = 'dynamo';
@@ -21,7 +22,8 @@ export const TOKENS_WAIT_SECONDS = 120;
 /**
  * The container's entry point. A node must start with the tokens the operator chose for it (they are persisted
  * on first start and never change), so it waits for its entry in the mounted ConfigMap and fails rather than
- * start with tokens of its own.
+ * start with tokens of its own. The node the ConfigMap names as founder (a new cluster's first) starts with
+ * --bootstrap; every other node waits to hear from a member before it serves.
  */
 export const NODE_START_SCRIPT = [
   'set -eu',
@@ -33,6 +35,7 @@ export const NODE_START_SCRIPT = [
   'done',
   'DYNAMO_INITIAL_TOKENS="$(cat "$f")"',
   'export DYNAMO_INITIAL_TOKENS',
+  `if [ "$(cat "${TOKENS_DIR}/${FOUNDER_KEY}" 2>/dev/null || true)" = "\${DYNAMO_NODE_ID}" ]; then export DYNAMO_BOOTSTRAP=true; fi`,
   'exec node dist/node/src/cli/main.js node',
 ].join('\n');
 

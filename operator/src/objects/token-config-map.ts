@@ -2,14 +2,19 @@
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import type { DynamoCluster } from '../api-types.js';
 import { tokenConfigMapName } from '../names.js';
-import { serializeAssignments, type TokenAssignments } from '../token-assignments.js';
+import { FOUNDER_KEY, serializeAssignments, type TokenAssignments } from '../token-assignments.js';
 import { ownedMeta } from './meta.js';
 
-export function buildTokenConfigMap(cluster: DynamoCluster, assignments: TokenAssignments): V1ConfigMap {
+/** The ConfigMap of the given assignments; founder names the node that founds a new cluster, if any. */
+export function buildTokenConfigMap(
+  cluster: DynamoCluster,
+  assignments: TokenAssignments,
+  founder?: string,
+): V1ConfigMap {
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: ownedMeta(cluster, tokenConfigMapName(cluster.metadata.name)),
-    data: serializeAssignments(assignments),
+    data: { ...serializeAssignments(assignments), ...(founder ? { [FOUNDER_KEY]: founder } : {}) },
   };
 }
