@@ -32,6 +32,7 @@ import { Cleanup } from './streaming/cleanup.js';
 import { StaticRebuild } from './streaming/rebuild.js';
 import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
+import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
 
 export interface RunningNode {
@@ -435,8 +436,25 @@ export async function startNode(
     log,
     onDeleted: (n) => metrics.cleanupDeleted.inc(n),
   });
-  // Under gossip the ring changes with joins and decommissions; a static ring never moves a range.
-  if (gossip) cleanup.startAutomatic(config.cleanupIntervalMs);
+  // Under gossip the ring changes with joins and decommissions; under both, a bucket's n may be lowered.
+  cleanup.startAutomatic(config.cleanupIntervalMs);
+  const widening = new ReplicationWidening({
+    self: config.nodeId,
+    store,
+    props,
+    membership,
+    request: requestPeer,
+    mergeLocal: (req) => replica.handle(req),
+    settleMs: config.ringSettleMs,
+    timeoutMs: config.requestTimeoutMs,
+    log,
+    onStreamed,
+  });
+  props.onChange(async (bucket, before, after) => {
+    if (after.n !== before.n) await widening.changed(bucket, before.n, after.n);
+    if (after.n < before.n) cleanup.requestRun();
+  });
+  await widening.resume();
 
   let ready = false;
   const ctx: NodeContext = {
@@ -459,6 +477,7 @@ export async function startNode(
     cleanup,
     ...(streamer ? { streamer } : {}),
     ...(rebuild ? { rebuild } : {}),
+    widening,
   };
   const server = createHttpServer(ctx);
   await new Promise<void>((resolve, reject) => {
@@ -503,6 +522,7 @@ export async function startNode(
       await cleanup.stop();
       await streamer?.stop();
       await rebuild?.stop();
+      await widening.stop();
       clearInterval(propsTimer);
       gossip?.stop();
       antiEntropy.stop();

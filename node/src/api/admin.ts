@@ -35,6 +35,7 @@ export function nodeStatus(ctx: NodeContext) {
     state: ctx.streamer?.state ?? (ctx.rebuild && !ctx.rebuild.serving ? 'rebuilding' : 'up'),
     stream: ctx.streamer?.status() ?? null,
     rebuild: ctx.rebuild?.status() ?? null,
+    widening: ctx.widening.status(),
     cleanup: ctx.cleanup.status(),
   };
 }

@@ -8,6 +8,7 @@ import type { NodeMetrics } from '../metrics/metrics.js';
 import type { Cleanup } from '../streaming/cleanup.js';
 import type { StaticRebuild } from '../streaming/rebuild.js';
 import type { Streamer } from '../streaming/streamer.js';
+import type { ReplicationWidening } from '../streaming/widen.js';
 
 export interface NodeContext {
   config: NodeConfig;
@@ -32,6 +33,8 @@ export interface NodeContext {
   streamer?: Streamer;
   /** The rebuild of a static node with no data (static membership only). */
   rebuild?: StaticRebuild;
+  /** Streams a bucket's keys to its new replicas when its n is raised. */
+  widening: ReplicationWidening;
   /** Deletes the keys of ranges this node no longer replicates. */
   cleanup: Cleanup;
 }

@@ -70,8 +70,12 @@ const newer = (a: StampedProps, b: StampedProps | undefined) =>
   !b || a.ts > b.ts || (a.ts === b.ts && JSON.stringify(a.props) > JSON.stringify(b.props));
 
 /** This node's view of all bucket props, persisted in the store's metadata. */
+/** Told of each change of a bucket's effective props, once it is persisted. */
+export type PropsListener = (bucket: string, before: BucketProps, after: BucketProps) => Promise<void> | void;
+
 export class BucketPropsTable {
   private readonly table = new Map<string, StampedProps>();
+  private readonly listeners: PropsListener[] = [];
 
   private constructor(
     private readonly store: ObjectStore,
@@ -101,8 +105,15 @@ export class BucketPropsTable {
   /** Keeps the given props if they are newer than what this node has; resolves true when they were applied. */
   async merge(stamped: StampedProps): Promise<boolean> {
     if (!newer(stamped, this.table.get(stamped.bucket))) return false;
+    const before = this.get(stamped.bucket);
     this.table.set(stamped.bucket, stamped);
     await this.store.putMeta(`props:${stamped.bucket}`, Buffer.from(JSON.stringify(stamped)));
+    const after = this.get(stamped.bucket);
+    for (const listener of this.listeners) await listener(stamped.bucket, before, after);
     return true;
+  }
+
+  onChange(listener: PropsListener): void {
+    this.listeners.push(listener);
   }
 }

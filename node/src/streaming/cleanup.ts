@@ -90,17 +90,29 @@ export class Cleanup {
     return this.running;
   }
 
-  /** Every intervalMs, runs once after each ring change, when nothing blocks it. */
+  /** A bucket's n was lowered: the next automatic check runs even though the ring did not change. */
+  private wanted = false;
+
+  requestRun(): void {
+    this.wanted = true;
+  }
+
+  /** Every intervalMs, runs once after each ring change (or requestRun), when nothing blocks it. */
   startAutomatic(intervalMs: number): void {
     this.cleanedFor = this.opts.membership.ring(); // the ring the node started on moved nothing away
     this.timer = setInterval(() => {
       const ring = this.opts.membership.ring();
-      if (ring === this.cleanedFor || this.running || this.blocked()) return;
+      if ((ring === this.cleanedFor && !this.wanted) || this.running || this.blocked()) return;
+      const wanted = this.wanted;
+      this.wanted = false;
       this.start().then(
         (s) => {
           if (s.lastError === null) this.cleanedFor = ring;
+          else if (wanted) this.wanted = true;
         },
-        () => undefined,
+        () => {
+          if (wanted) this.wanted = true;
+        },
       );
     }, intervalMs);
     this.timer.unref();

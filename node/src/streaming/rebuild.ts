@@ -15,20 +15,15 @@
  *   one dead member cannot keep the node down for ever.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Logger } from 'pino';
-import type { BucketPropsTable } from '../buckets/props.js';
 import type { Membership } from '../membership/membership.js';
-import type { InfoReply, ReplicaRequest } from '../replica/messages.js';
+import type { InfoReply } from '../replica/messages.js';
 import type { ObjectStore } from '../storage/store.js';
 import { describeRing } from './plan.js';
-import { entryBytes, mergeEntries, type PullReply, type StreamRequest } from './source.js';
-import { STREAM_PAGE_BYTES } from './streamer.js';
+import { type PullDeps, pullAll } from './pull.js';
 
 const MARKER = 'static-rebuild';
 const SERVED = 'static-served';
 const RETRY_MS = 1000;
-/** Consecutive failed pages after which a source is given up. */
-const GIVE_UP_AFTER = 30;
 
 export interface RebuildStatus {
   state: 'waiting' | 'rebuilding' | 'done';
@@ -41,16 +36,10 @@ export interface RebuildStatus {
   skipped: string[];
 }
 
-export interface RebuildOptions {
+export interface RebuildOptions extends PullDeps {
   self: string;
   store: ObjectStore;
-  props: BucketPropsTable;
   membership: Membership;
-  request: (peer: string, req: StreamRequest | ReplicaRequest, timeoutMs: number) => Promise<unknown>;
-  mergeLocal: (req: ReplicaRequest) => Promise<unknown>;
-  timeoutMs: number;
-  log: Logger;
-  onStreamed: (direction: 'in' | 'out', keys: number, bytes: number) => void;
 }
 
 export class StaticRebuild {
@@ -137,42 +126,12 @@ export class StaticRebuild {
     this.current.finishedAt = new Date().toISOString();
   }
 
-  /** Pulls every key this node replicates from source, page by page. */
+  /** Pulls every key this node replicates from source; a source that keeps failing is given up. */
   private async pullFrom(source: string): Promise<void> {
     const ring = describeRing(this.opts.membership.ring());
-    let after: string | null = null;
-    let failures = 0;
-    for (;;) {
-      if (this.stopped) return;
-      // The ring does not move (static): keys this node replicates, from a source that holds them.
-      const req: StreamRequest = {
-        op: 'stream.pull',
-        target: this.opts.self,
-        old: ring,
-        next: ring,
-        mode: 'all',
-        after,
-        maxBytes: STREAM_PAGE_BYTES,
-      };
-      let reply: PullReply;
-      try {
-        reply = (await this.opts.request(source, req, this.opts.timeoutMs)) as PullReply;
-      } catch (err) {
-        if (++failures >= GIVE_UP_AFTER) {
-          this.opts.log.error({ source, err: (err as Error).message }, 'rebuild: giving up on a member');
-          this.current.skipped.push(source);
-          return;
-        }
-        await sleep(RETRY_MS);
-        continue;
-      }
-      failures = 0;
-      await mergeEntries(reply.entries, this.opts.props, this.opts.mergeLocal);
-      this.current.keys += reply.entries.length;
-      this.current.bytes += entryBytes(reply.entries);
-      this.opts.onStreamed('in', reply.entries.length, entryBytes(reply.entries));
-      if (reply.next === null) return;
-      after = reply.next;
-    }
+    // The ring does not move (static): keys this node replicates, from a source that holds them.
+    const spec = { target: this.opts.self, old: ring, next: ring, mode: 'all' as const };
+    const complete = await pullAll(this.opts, source, spec, this.current, () => this.stopped);
+    if (!complete && !this.stopped) this.current.skipped.push(source);
   }
 }

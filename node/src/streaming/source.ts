@@ -22,6 +22,11 @@ export type StreamRequest =
       /** Cursor to resume after; null from the start. */
       after: string | null;
       maxBytes: number;
+      /**
+       * A change of one bucket's n (a raise: the target is a new replica): only that bucket's keys, placed
+       * with n = toN, and only those the target did not replicate with n = fromN.
+       */
+      widen?: { bucket: string; fromN: number; toN: number };
     }
   | { op: 'stream.push'; entries: StreamEntry[] };
 
@@ -44,19 +49,21 @@ export const entryBytes = (entries: StreamEntry[]) => entries.reduce((sum, [, , 
 /**
  * One page of a stream's scan of the store, from just after cursor `after`: calls take for each object
  * and stops once take has taken maxBytes (it returns the bytes it took) or MAX_SCANNED_PER_PAGE objects
- * were looked at. Resolves with the cursor to resume from (null: the scan reached the end) and the
- * bytes of objects scanned.
+ * were looked at. take returns null to end the scan there (past the range it wants). Resolves with the
+ * cursor to resume from (null: the scan reached the end) and the bytes of objects scanned.
  */
 export async function scanPage(
   store: ObjectStore,
   after: string | null,
   maxBytes: number,
-  take: (bucket: string, key: string, obj: Buffer) => number,
+  take: (bucket: string, key: string, obj: Buffer) => number | null,
 ): Promise<{ next: string | null; scanned: number }> {
   let [taken, scanned, looked] = [0, 0, 0];
   for await (const [bucket, key, obj] of store.scan(after ?? undefined)) {
     scanned += obj.length;
-    taken += take(bucket, key, obj);
+    const took = take(bucket, key, obj);
+    if (took === null) return { next: null, scanned };
+    taken += took;
     if (taken >= maxBytes || ++looked >= MAX_SCANNED_PER_PAGE)
       return { next: scanCursor(bucket, key), scanned };
   }
@@ -92,9 +99,15 @@ export class StreamSource {
     const old = ringFromDesc(req.old);
     const next = ringFromDesc(req.next);
     const entries: StreamEntry[] = [];
-    const page = await scanPage(this.store, req.after, req.maxBytes, (bucket, key, obj) => {
-      const n = this.props.get(bucket).n;
-      if (!sendsToJoiner(old, next, hashKey(bucket, key), n, req.target, this.self, req.mode)) return 0;
+    const { widen } = req;
+    // A widening scans one bucket: from its first key (bucket names hold no NUL) to its last.
+    const after = req.after ?? (widen ? scanCursor(widen.bucket, '') : null);
+    const page = await scanPage(this.store, after, req.maxBytes, (bucket, key, obj) => {
+      if (widen && bucket !== widen.bucket) return null;
+      const position = hashKey(bucket, key);
+      const n = widen?.toN ?? this.props.get(bucket).n;
+      if (!sendsToJoiner(old, next, position, n, req.target, this.self, req.mode)) return 0;
+      if (widen && next.preferenceList(position, widen.fromN).includes(req.target)) return 0;
       entries.push([bucket, key, obj]);
       return obj.length;
     });

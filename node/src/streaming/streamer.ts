@@ -29,6 +29,7 @@ import {
   type RingDesc,
   ringFromDesc,
 } from './plan.js';
+import { STREAM_PAGE_BYTES } from './pull.js';
 import {
   entryBytes,
   mergeEntries,
@@ -92,8 +93,6 @@ interface StreamRecord {
 }
 
 const RING_SIZE = 1n << 128n;
-/** Bytes of objects per page of a stream. */
-export const STREAM_PAGE_BYTES = 1 << 20;
 const RETRY_MS = 1000;
 const NODE_RECORD = 'node';
 const STREAM_RECORD = 'stream';
