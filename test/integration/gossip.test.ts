@@ -202,7 +202,7 @@ describe('gossip membership', () => {
       const moved = `${c.nodes[2]!.dataDir}-moved`;
       cpSync(c.nodes[2]!.dataDir, moved, { recursive: true });
       c.nodes[2]!.dataDir = moved;
-      await c.startNode(2, true, '127.0.0.3');
+      await c.startNode(2, true, { host: '127.0.0.3' });
       const started = Date.now();
       await waitFor(
         'w=all and r=all through n1 reach n3 at its new address',

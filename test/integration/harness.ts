@@ -167,7 +167,7 @@ export class TestCluster {
       if (cluster.gossip) {
         // The first node is the seed and founds the cluster (--bootstrap, on this first start only);
         // the others join through it.
-        await cluster.startNode(0, true, undefined, ['--bootstrap']);
+        await cluster.startNode(0, true, { args: ['--bootstrap'] });
         await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
       } else await Promise.all(nodes.map((_, i) => cluster.startNode(i)));
     } catch (err) {
@@ -195,9 +195,14 @@ export class TestCluster {
 
   /**
    * Starts (or restarts) node i and waits until it answers /ready (or only /health: ready false). With
-   * host, the node moves to that loopback address (127.x.y.z) for good, as a rescheduled pod gets a new IP.
+   * host, the node moves to that loopback address (127.x.y.z) for good, as a rescheduled pod gets a new IP;
+   * args are extra flags for this start; prefix runs the node under a command (e.g. env VAR=value).
    */
-  async startNode(i: number, ready = true, host?: string, extra: string[] = []): Promise<void> {
+  async startNode(
+    i: number,
+    ready = true,
+    { host, args: extra = [], prefix = [] }: { host?: string; args?: string[]; prefix?: string[] } = {},
+  ): Promise<void> {
     const node = this.nodes[i]!;
     if (host) {
       node.host = host;
@@ -217,7 +222,13 @@ export class TestCluster {
     args.push('--http-host', at, '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', at, '--peer-port', String(node.peerPort));
     args.push('--tokens', '64', '--log-level', 'warn', ...this.args, ...extra);
-    node.proc = await spawnNode(node, process.execPath, args, `${node.url}/${ready ? 'ready' : 'health'}`);
+    const [command, ...before] = [...prefix, process.execPath];
+    node.proc = await spawnNode(
+      node,
+      command!,
+      [...before, ...args],
+      `${node.url}/${ready ? 'ready' : 'health'}`,
+    );
   }
 
   /** Sends a signal to node i and waits for the process to exit. */
