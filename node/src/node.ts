@@ -125,6 +125,7 @@ function gossipMembership(
     onChange: (entries) => known.save(entries),
     refuseIfRemoved: rejoining,
     bootstrap,
+    wasMember: status === 'up' || status === 'leaving',
   });
 }
 

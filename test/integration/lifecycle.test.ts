@@ -123,6 +123,15 @@ describe('membership lifecycle', () => {
     );
   });
 
+  it('a one-node cluster restarted (kill -9) serves again on its own ring', async () => {
+    c = await TestCluster.start(1, FLAGS, { gossip: true });
+    const keys = await load(c, 'alone', 10, '1');
+    await c.kill(0);
+    await c.startNode(0);
+    for (const k of keys)
+      expect(await (await fetch(`${c.url(0)}/buckets/alone/keys/${k}?r=1`)).text()).toBe(`v-${k}`);
+  });
+
   it('a new node that reaches no seed waits, founds no ring of its own, and joins once the seed is back', async () => {
     c = await TestCluster.start(1, FLAGS, { gossip: true });
     const keys = await load(c, 'lonely', 20, '1');

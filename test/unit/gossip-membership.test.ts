@@ -123,4 +123,22 @@ describe('gossip membership across a restart', () => {
     expect(bootstrap(['a:7070', 'b:7070'], false).hasJoined).toBe(false);
     expect(bootstrap(['b:7070', 'a:7070'], false).mayBootstrap).toBe(false);
   });
+
+  it('a member that knew no other member (a cluster of one) serves at once after a restart; one that did waits', () => {
+    const member = (knownMembers: typeof known) =>
+      new GossipMembership({
+        self: entry('a', generateTokens('a', 8)),
+        cluster: 'c',
+        seeds: ['a:7070'],
+        request: async () => ({}),
+        intervalMs: 1000,
+        phiThreshold: 8,
+        log: pino({ level: 'silent' }),
+        known: knownMembers,
+        wasMember: true,
+      });
+    expect(member([]).hasJoined).toBe(true);
+    expect(member([{ ...known[0]!, status: 'removed' }]).hasJoined).toBe(true);
+    expect(member(known).hasJoined).toBe(false);
+  });
 });

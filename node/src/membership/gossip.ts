@@ -59,6 +59,11 @@ export interface GossipOptions {
    * and founds the ring if no seed answers. Every other node waits to hear from a member.
    */
   bootstrap?: boolean;
+  /**
+   * This node was a member (up or leaving) before this start. If it knew no other member then, the ring
+   * it belonged to is itself alone, and it serves at once (a one-node cluster restarting).
+   */
+  wasMember?: boolean;
 }
 
 /** A node restarted on the data of a member the cluster removed. */
@@ -117,8 +122,10 @@ export class GossipMembership implements Membership {
     this.rebuild();
     // Only the node designated to found the cluster is joined before it hears from anyone. Seeds are
     // contact points, not founders: a seed that cannot reach the others (cluster DNS down) waits rather
-    // than start a second ring, and a restarted member waits to hear from the ring it belonged to.
-    this.joined = opts.bootstrap === true;
+    // than start a second ring, and a restarted member waits to hear from the ring it belonged to,
+    // unless it was that ring alone.
+    const knewOthers = known.some((e) => e.status !== 'removed');
+    this.joined = opts.bootstrap === true || (opts.wasMember === true && !knewOthers);
   }
 
   /** True when this node may found a new cluster (see GossipOptions.bootstrap). */
