@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   InvalidRequestError,
@@ -6,7 +6,8 @@ import {
   RemoteError,
   RequestTimeoutError,
 } from '../../node/src/errors.js';
-import { TcpTransport } from '../../node/src/transport/tcp.js';
+import { encodeFrame, FrameKind } from '../../node/src/transport/frame.js';
+import { TcpTransport, type TcpTransportOptions } from '../../node/src/transport/tcp.js';
 import type { RequestHandler } from '../../node/src/transport/transport.js';
 
 const HOST = '127.0.0.1';
@@ -17,8 +18,15 @@ afterEach(async () => {
 });
 
 /** A transport on 127.0.0.1 whose peers resolve through `ports` (node id → port). */
-function transport(self: string, ports: Map<string, number>, cluster = 'test', port = 0): TcpTransport {
+function transport(
+  self: string,
+  ports: Map<string, number>,
+  cluster = 'test',
+  port = 0,
+  limits: Partial<Pick<TcpTransportOptions, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'maxHandshakes'>> = {},
+): TcpTransport {
   const t = new TcpTransport({
+    ...limits,
     self,
     cluster,
     host: HOST,
@@ -260,7 +268,7 @@ describe('TcpTransport', () => {
     expect(reply, `last error: ${String(last)}`).toBe('second life');
   });
 
-  it('refuses a peer of another cluster with PeerUnavailableError naming the cluster', async () => {
+  it('refuses a peer of another cluster with PeerUnavailableError, without disclosing its own cluster name', async () => {
     const handled: unknown[] = [];
     const { client } = await pair(
       async (_from, body) => {
@@ -272,7 +280,7 @@ describe('TcpTransport', () => {
     const err = await client.request('b', { op: 'get' }, 2000).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PeerUnavailableError);
     expect((err as Error).message).toContain('cluster');
-    expect((err as Error).message).toContain('other-cluster');
+    expect((err as Error).message).not.toContain('other-cluster');
     expect(handled).toEqual([]);
   });
 
@@ -288,5 +296,79 @@ describe('TcpTransport', () => {
     const { client } = await pair(async () => 'ok');
     await client.close();
     await expect(client.request('b', {}, 2000)).rejects.toBeInstanceOf(PeerUnavailableError);
+  });
+
+  describe('bounds on the peer port', () => {
+    /** A raw TCP connection to port; resolves once it is open, with a promise of its close. */
+    const raw = (port: number) =>
+      new Promise<{ socket: Socket; closed: Promise<void> }>((resolve, reject) => {
+        const socket = connect(port, HOST, () => resolve({ socket, closed }));
+        const closed = new Promise<void>((r) => socket.once('close', () => r()));
+        socket.on('error', () => undefined);
+        socket.once('error', reject);
+      });
+
+    it('closes a connection whose first frame announces more than a hello, before buffering it', async () => {
+      const server = transport('b', new Map());
+      await server.listen(async () => 'never');
+      const { socket, closed } = await raw(server.port);
+      const header = Buffer.alloc(9);
+      header.writeUInt32BE(64 * 1024 * 1024, 0);
+      socket.write(header);
+      let sent = 0;
+      const chunk = Buffer.alloc(64 * 1024);
+      // The node closes as soon as it has read the length: most of what follows is never accepted.
+      const writing = (async () => {
+        while (!socket.destroyed && sent < 64 * 1024 * 1024) {
+          if (!socket.write(chunk)) await new Promise((r) => socket.once('drain', r).once('close', r));
+          sent += chunk.length;
+        }
+      })();
+      await closed;
+      await writing;
+      expect(sent).toBeLessThan(16 * 1024 * 1024);
+    });
+
+    it('closes a connection that says no hello within the handshake timeout, and serves peers meanwhile', async () => {
+      const ports = new Map<string, number>();
+      const server = transport('b', ports, 'test', 0, { handshakeTimeoutMs: 300 });
+      await server.listen(async () => 'pong');
+      ports.set('b', server.port);
+      const idle = await Promise.all(Array.from({ length: 20 }, () => raw(server.port)));
+      const client = transport('a', ports);
+      expect(await client.request('b', { op: 'ping' }, 2000)).toBe('pong');
+      const started = Date.now();
+      await Promise.all(idle.map((c) => c.closed));
+      expect(Date.now() - started).toBeLessThan(2000);
+    });
+
+    it('refuses connections beyond the number allowed to wait for their hello', async () => {
+      const ports = new Map<string, number>();
+      const server = transport('b', ports, 'test', 0, { maxHandshakes: 5, handshakeTimeoutMs: 60_000 });
+      await server.listen(async () => 'pong');
+      ports.set('b', server.port);
+      const waiting = await Promise.all(Array.from({ length: 5 }, () => raw(server.port)));
+      const extra = await raw(server.port);
+      await extra.closed;
+      expect(waiting.every((c) => !c.socket.destroyed)).toBe(true);
+      for (const c of waiting) c.socket.destroy();
+      await Promise.all(waiting.map((c) => c.closed));
+      // Their slots are free again: a real peer gets in.
+      const client = transport('a', ports);
+      expect(await client.request('b', { op: 'ping' }, 2000)).toBe('pong');
+    });
+
+    it('closes a connection that said hello and then stays silent past the idle timeout', async () => {
+      const server = transport('b', new Map(), 'test', 0, { idleTimeoutMs: 300, handshakeTimeoutMs: 60_000 });
+      await server.listen(async () => 'pong');
+      const { socket, closed } = await raw(server.port);
+      const greeted = new Promise<void>((r) => socket.once('data', () => r()));
+      for (const part of encodeFrame(FrameKind.Hello, 0, { cluster: 'test', node: 'x' })) socket.write(part);
+      await greeted;
+      const started = Date.now();
+      await closed;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(Date.now() - started).toBeLessThan(3000);
+    });
   });
 });

@@ -19,8 +19,10 @@ export interface Frame {
 }
 
 const HEADER = 9;
-/** Largest frame accepted; a longer length prefix means a broken or hostile stream. */
+/** Largest frame accepted from a peer that said hello; a longer length prefix means a broken or hostile stream. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** Largest frame accepted before the hello (a hello is a few dozen bytes). */
+export const MAX_HELLO_FRAME_BYTES = 4 * 1024;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -39,7 +41,13 @@ export class FrameDecoder {
   private chunks: Buffer[] = [];
   private buffered = 0;
 
-  /** Adds bytes; returns every frame now complete. Throws on a frame over MAX_FRAME_BYTES or a bad payload. */
+  /**
+   * maxFrameBytes bounds every frame: a longer length prefix throws as soon as it arrives, before any of
+   * the frame is buffered. It may be raised later (once the peer is known).
+   */
+  constructor(public maxFrameBytes = MAX_FRAME_BYTES) {}
+
+  /** Adds bytes; returns every frame now complete. Throws on a frame over maxFrameBytes or a bad payload. */
   push(chunk: Buffer): Frame[] {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
@@ -47,7 +55,7 @@ export class FrameDecoder {
     while (this.buffered >= 4) {
       const head = this.peek(4);
       const length = head.readUInt32BE(0);
-      if (length < HEADER - 4 || length > MAX_FRAME_BYTES) throw new Error(`bad frame length ${length}`);
+      if (length < HEADER - 4 || length > this.maxFrameBytes) throw new Error(`bad frame length ${length}`);
       if (this.buffered < length + 4) break;
       const bytes = this.take(length + 4);
       frames.push({

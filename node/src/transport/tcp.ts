@@ -5,7 +5,14 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { DynamoError, PeerUnavailableError, RemoteError, RequestTimeoutError } from '../errors.js';
 import { InFlight } from '../runtime/in-flight.js';
-import { encodeFrame, type Frame, FrameDecoder, FrameKind } from './frame.js';
+import {
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  FrameKind,
+  MAX_FRAME_BYTES,
+  MAX_HELLO_FRAME_BYTES,
+} from './frame.js';
 import type { RequestHandler, Transport } from './transport.js';
 
 export interface TcpTransportOptions {
@@ -17,6 +24,13 @@ export interface TcpTransportOptions {
   resolve: (peer: string) => string | undefined;
   /** How long to wait for a TCP connection to open. */
   connectTimeoutMs?: number;
+  /** How long an inbound connection may take to say hello before it is closed. */
+  handshakeTimeoutMs?: number;
+  /** How long a connection may carry nothing before it is closed (the next request reconnects). */
+  idleTimeoutMs?: number;
+  /** Most inbound connections at once, and most of them still before their hello. */
+  maxConnections?: number;
+  maxHandshakes?: number;
   onError?: (err: Error, context: string) => void;
 }
 
@@ -44,6 +58,17 @@ function send(socket: Socket, kind: FrameKind, id: number, payload: unknown): vo
 
 /** Idle time before the kernel probes a peer connection (TCP keepalive). */
 const KEEPALIVE_MS = 10_000;
+/**
+ * Limits of the peer port: a connection that has not said hello may send one small frame, within a few
+ * seconds, and only so many may wait at once; any connection silent for long is closed. One hostile
+ * connection thus holds a few KB of this node's memory, and a flood of idle ones goes away on its own.
+ */
+const DEFAULT_LIMITS = {
+  handshakeTimeoutMs: 5000,
+  idleTimeoutMs: 10 * 60_000,
+  maxConnections: 1024,
+  maxHandshakes: 64,
+};
 
 /** An outbound connection to one peer, multiplexing requests by id. */
 class PeerConnection {
@@ -106,6 +131,9 @@ export class TcpTransport implements Transport {
   private server: Server | undefined;
   private readonly outbound = new Map<string, PeerConnection>();
   private readonly inbound = new Set<Socket>();
+  /** Inbound connections that have not said hello yet. */
+  private handshakes = 0;
+  private readonly limits: typeof DEFAULT_LIMITS;
   /** Requests from peers being handled; close waits for them so their replies go out. */
   private readonly handling = new InFlight();
   /**
@@ -115,7 +143,14 @@ export class TcpTransport implements Transport {
   private readonly retryAt = new Map<string, { at: number; failures: number; error: Error }>();
   private closed = false;
 
-  constructor(private readonly opts: TcpTransportOptions) {}
+  constructor(private readonly opts: TcpTransportOptions) {
+    this.limits = {
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_LIMITS.handshakeTimeoutMs,
+      idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
+      maxConnections: opts.maxConnections ?? DEFAULT_LIMITS.maxConnections,
+      maxHandshakes: opts.maxHandshakes ?? DEFAULT_LIMITS.maxHandshakes,
+    };
+  }
 
   /** The port the server listens on (useful with port 0). */
   get port(): number {
@@ -125,6 +160,7 @@ export class TcpTransport implements Transport {
 
   listen(handler: RequestHandler): Promise<void> {
     const server = createServer((socket) => this.accept(socket, handler));
+    server.maxConnections = this.limits.maxConnections;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -136,12 +172,29 @@ export class TcpTransport implements Transport {
   }
 
   private accept(socket: Socket, handler: RequestHandler): void {
+    if (this.handshakes >= this.limits.maxHandshakes) {
+      socket.destroy();
+      return;
+    }
+    this.handshakes++;
+    let greeted = false;
+    const greet = () => {
+      if (greeted) return;
+      greeted = true;
+      this.handshakes--;
+      clearTimeout(handshakeTimer);
+    };
+    const handshakeTimer = setTimeout(() => socket.destroy(), this.limits.handshakeTimeoutMs);
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
+    socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy());
     this.inbound.add(socket);
-    socket.on('close', () => this.inbound.delete(socket));
+    socket.on('close', () => {
+      greet();
+      this.inbound.delete(socket);
+    });
     socket.on('error', () => socket.destroy());
-    const decoder = new FrameDecoder();
+    const decoder = new FrameDecoder(MAX_HELLO_FRAME_BYTES);
     let from: string | undefined;
     socket.on('data', (chunk) => {
       let frames: Frame[];
@@ -156,14 +209,17 @@ export class TcpTransport implements Transport {
         if (frame.kind === FrameKind.Hello) {
           const hello = frame.payload as HelloPayload;
           if (hello?.cluster !== this.opts.cluster) {
+            // Says only what the peer sent: a refused hello does not disclose this cluster's name.
             send(socket, FrameKind.ErrorReply, frame.id, {
               code: 'cluster_mismatch',
-              message: `this node belongs to cluster "${this.opts.cluster}", not "${hello?.cluster}"`,
+              message: `this node is not a member of cluster "${String(hello?.cluster).slice(0, 64)}"`,
             });
             socket.end();
             return;
           }
           from = String(hello.node);
+          greet();
+          decoder.maxFrameBytes = MAX_FRAME_BYTES;
           // The peer just reached us, so it is back: stop failing our requests to it fast.
           this.retryAt.delete(from);
           send(socket, FrameKind.HelloOk, frame.id, { node: this.opts.self });
@@ -218,6 +274,7 @@ export class TcpTransport implements Transport {
     const socket = createConnection({ host, port });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
+    socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy(new Error('idle')));
     let markReady!: () => void;
     let markFailed!: (e: Error) => void;
     const ready = new Promise<void>((res, rej) => {
