@@ -11,6 +11,8 @@ export interface NodeConfig {
   clusterName: string;
   httpHost: string;
   httpPort: number;
+  httpRequestTimeoutMs: number;
+  httpMaxConnections: number;
   peerHost: string;
   peerPort: number;
   advertiseAddress: string;
@@ -97,6 +99,24 @@ export const SETTINGS: readonly Setting[] = [
     min: 0,
     max: 65535,
     doc: 'Port of the client/admin HTTP API.',
+  },
+  {
+    key: 'httpRequestTimeoutMs',
+    flag: 'http-request-timeout-ms',
+    env: 'DYNAMO_HTTP_REQUEST_TIMEOUT_MS',
+    kind: 'int',
+    default: 30000,
+    min: 1000,
+    doc: 'Longest time a client may take to send a whole request, headers and body (headers alone: a third of it); a slower one gets 408 and is disconnected.',
+  },
+  {
+    key: 'httpMaxConnections',
+    flag: 'http-max-connections',
+    env: 'DYNAMO_HTTP_MAX_CONNECTIONS',
+    kind: 'int',
+    default: 4096,
+    min: 1,
+    doc: 'Most client connections open at once; more are refused.',
   },
   {
     key: 'peerHost',

@@ -44,6 +44,16 @@ export class InvalidContextError extends InvalidRequestError {
   }
 }
 
+/** The client went away before its request was read: nothing to answer, and no server fault. */
+export class ClientAbortedError extends DynamoError {
+  readonly status = 499;
+  readonly code = 'client_aborted';
+  constructor() {
+    super('the client closed the connection before sending the whole request');
+    this.name = 'ClientAbortedError';
+  }
+}
+
 export class ValueTooLargeError extends DynamoError {
   readonly status = 413;
   readonly code = 'value_too_large';

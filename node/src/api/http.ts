@@ -4,8 +4,20 @@
  * /admin/status, /admin/decommission, /admin/cleanup, /admin/members/{id}/remove.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { DynamoError, NotFoundError, NotReadyError, QuorumNotMetError } from '../errors.js';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import {
+  ClientAbortedError,
+  DynamoError,
+  NotFoundError,
+  NotReadyError,
+  QuorumNotMetError,
+} from '../errors.js';
 import type { Op } from '../metrics/metrics.js';
 import { decommission, nodeStatus, ringView, startCleanup } from './admin.js';
 import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
@@ -108,7 +120,11 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
     // The op is known only after validation; count failed validation under the method's op.
     op ??= parts[0] === 'buckets' ? (parts[2] === 'props' ? 'props' : OPS[req.method ?? 'GET']) : undefined;
     if (err instanceof QuorumNotMetError && op) ctx.metrics.quorumFailures.inc({ op });
-    if (res.headersSent) res.destroy();
+    if (err instanceof ClientAbortedError) {
+      ctx.log.debug({ rid, method: req.method, path }, 'client aborted its request');
+      res.statusCode = err.status;
+      res.destroy();
+    } else if (res.headersSent) res.destroy();
     else
       sendError(res, err, (e) => ctx.log.error({ err: e, rid, method: req.method, path }, 'request failed'));
     // Unread request bodies would otherwise stall keep-alive connections.
@@ -123,11 +139,46 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
   }
 }
 
-/** Creates the HTTP server of a node (not yet listening). */
+/** The status and code a request Node's HTTP parser refused gets (it never reaches route). */
+function parserError(code: string | undefined): [number, string, string] {
+  if (code === 'HPE_HEADER_OVERFLOW') return [431, 'headers_too_large', 'request headers too large'];
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT')
+    return [408, 'request_timeout', 'the request was not received in time'];
+  return [400, 'bad_request', 'malformed HTTP request'];
+}
+
+/**
+ * Creates the HTTP server of a node (not yet listening). Slow clients are bounded: headers within a
+ * third of --http-request-timeout-ms, the whole request within it (checked every second), at most
+ * --http-max-connections connections; idle keep-alive connections last 65 s (beyond the usual 60 s of
+ * load balancers, so they close first).
+ */
 export function createHttpServer(ctx: NodeContext): Server {
-  const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-    void route(ctx, req, res);
+  const requestTimeout = ctx.config.httpRequestTimeoutMs;
+  const server = createServer(
+    {
+      keepAliveTimeout: 65_000,
+      requestTimeout,
+      headersTimeout: Math.max(1000, Math.floor(requestTimeout / 3)),
+      connectionsCheckingInterval: 1000,
+    },
+    (req, res) => {
+      void route(ctx, req, res);
+    },
+  );
+  server.maxConnections = ctx.config.httpMaxConnections;
+  // Errors of Node's own parser get a JSON body too, like every other error.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const [status, error, message] = parserError(err.code);
+    const body = JSON.stringify({ error, message });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
-  server.headersTimeout = 66_000;
   return server;
 }

@@ -1,7 +1,7 @@
 /** Handlers of the client API: objects and bucket props. */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { applyPropsUpdate, type BucketProps, MAX_TTL_SECONDS } from '../buckets/props.js';
-import { InvalidRequestError, NotFoundError, ValueTooLargeError } from '../errors.js';
+import { ClientAbortedError, InvalidRequestError, NotFoundError, ValueTooLargeError } from '../errors.js';
 import {
   type Clock,
   decodeContext,
@@ -34,7 +34,11 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       } else chunks.push(chunk);
     });
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.on('error', reject);
+    // An upload cut short is the client's doing, not a server error (no 500, no stack trace).
+    req.on('error', () => reject(new ClientAbortedError()));
+    req.on('close', () => {
+      if (!req.complete) reject(new ClientAbortedError());
+    });
   });
 }
 

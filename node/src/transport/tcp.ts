@@ -239,8 +239,9 @@ export class TcpTransport implements Transport {
               this.handling.end();
               const code = err instanceof DynamoError ? err.code : 'internal';
               if (!(err instanceof DynamoError)) this.opts.onError?.(err, `handling request from ${peer}`);
-              if (!socket.destroyed)
-                send(socket, FrameKind.ErrorReply, frame.id, { code, message: err.message });
+              // A fault of this node's is logged here; its text is not sent to the peer.
+              const message = err instanceof DynamoError ? err.message : 'internal error; see the node log';
+              if (!socket.destroyed) send(socket, FrameKind.ErrorReply, frame.id, { code, message });
             },
           );
         }
