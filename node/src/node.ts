@@ -15,12 +15,13 @@ import {
   RequestTimeoutError,
 } from './errors.js';
 import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
-import { GossipMembership, type GossipMessage, markedDown } from './membership/gossip.js';
+import { GossipMembership, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
 import { KnownMembers, nextGeneration } from './membership/persisted.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
+import { peerRouter } from './protocol/router.js';
 import { AntiEntropy, type AntiEntropyRequest } from './repair/index.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
 import type { InfoReply, ReplicaRequest } from './replica/messages.js';
@@ -254,28 +255,31 @@ export async function startNode(
         log,
         onStreamed,
       });
-  await transport.listen(async (from, body) => {
-    const req = body as ReplicaRequest | GossipMessage | AntiEntropyRequest | StreamRequest;
-    if (req.op === 'info') return info();
-    if (req.op === 'stream.pull' || req.op === 'stream.push') return source.handle(req);
-    if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys')
-      return antiEntropy.handle(req);
-    if (req.op === 'gossip.syn' || req.op === 'gossip.push') {
-      if (!gossip) throw new InvalidRequestError('not_gossiping', 'this node uses static membership');
-      return gossip.handle(req);
-    }
-    // A node being rebuilt takes writes but answers no read: its empty copy must not count towards R.
-    if (req.op === 'get' && rebuild && !rebuild.serving)
-      throw new NotReadyError('this replica is being rebuilt and answers no read yet');
-    try {
-      return await replica.handle(req);
-    } catch (err) {
-      // The request id ties this line to the coordinator's log of the same client request.
-      const rid = 'rid' in req ? req.rid : undefined;
-      if (!(err instanceof DynamoError)) log.error({ err, from, op: req.op, rid }, 'replica request failed');
-      throw err;
-    }
-  });
+  await transport.listen(
+    peerRouter({
+      info,
+      stream: (req) => source.handle(req),
+      antiEntropy: (req) => antiEntropy.handle(req),
+      gossip: (req) => {
+        if (!gossip) throw new InvalidRequestError('not_gossiping', 'this node uses static membership');
+        return gossip.handle(req);
+      },
+      replica: async (from, req) => {
+        // A node being rebuilt takes writes but answers no read: its empty copy must not count towards R.
+        if (req.op === 'get' && rebuild && !rebuild.serving)
+          throw new NotReadyError('this replica is being rebuilt and answers no read yet');
+        try {
+          return await replica.handle(req);
+        } catch (err) {
+          // The request id ties this line to the coordinator's log of the same client request.
+          const rid = 'rid' in req ? req.rid : undefined;
+          if (!(err instanceof DynamoError))
+            log.error({ err, from, op: req.op, rid }, 'replica request failed');
+          throw err;
+        }
+      },
+    }),
+  );
   /** Every request to another node: a member held down fails at once instead of after a timeout. */
   const requestPeer = (
     peer: string,

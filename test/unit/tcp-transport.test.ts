@@ -6,8 +6,8 @@ import {
   RemoteError,
   RequestTimeoutError,
 } from '../../node/src/errors.js';
-import { encodeFrame, FrameKind } from '../../node/src/transport/frame.js';
-import { TcpTransport, type TcpTransportOptions } from '../../node/src/transport/tcp.js';
+import { encodeFrame, type Frame, FrameDecoder, FrameKind } from '../../node/src/transport/frame.js';
+import { PROTOCOL_VERSION, TcpTransport, type TcpTransportOptions } from '../../node/src/transport/tcp.js';
 import type { RequestHandler } from '../../node/src/transport/transport.js';
 
 const HOST = '127.0.0.1';
@@ -357,6 +357,28 @@ describe('TcpTransport', () => {
       // Their slots are free again: a real peer gets in.
       const client = transport('a', ports);
       expect(await client.request('b', { op: 'ping' }, 2000)).toBe('pong');
+    });
+
+    it('refuses a hello of a protocol older than it speaks, and accepts its own', async () => {
+      const server = transport('b', new Map());
+      await server.listen(async () => 'pong');
+      const helloWith = async (protocol: number) => {
+        const { socket, closed } = await raw(server.port);
+        const decoder = new FrameDecoder();
+        const answer = new Promise<Frame>((r) => socket.on('data', (d) => r(decoder.push(d)[0]!)));
+        for (const part of encodeFrame(FrameKind.Hello, 0, { cluster: 'test', node: 'x', protocol }))
+          socket.write(part);
+        const frame = await answer;
+        socket.destroy();
+        await closed;
+        return frame;
+      };
+      const old = await helloWith(0);
+      expect(old.kind).toBe(FrameKind.ErrorReply);
+      expect((old.payload as { code: string }).code).toBe('protocol_mismatch');
+      const current = await helloWith(PROTOCOL_VERSION);
+      expect(current.kind).toBe(FrameKind.HelloOk);
+      expect((current.payload as { protocol: number }).protocol).toBe(PROTOCOL_VERSION);
     });
 
     it('closes a connection that said hello and then stays silent past the idle timeout', async () => {

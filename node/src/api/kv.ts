@@ -13,7 +13,7 @@ import {
 } from '../version/index.js';
 import type { NodeContext } from './node-context.js';
 import { sendEmpty, sendJson } from './respond.js';
-import { parseFlag, parseQuorum, parseTimeout, parseTtl } from './validate.js';
+import { parseContentType, parseFlag, parseQuorum, parseTimeout, parseTtl } from './validate.js';
 
 export const CONTEXT_HEADER = 'x-dynamo-context';
 const MAX_PROPS_BYTES = 64 * 1024;
@@ -133,7 +133,7 @@ export async function putObject(
   const now = Date.now();
   const sibling: Sibling = {
     value,
-    contentType: deleted ? '' : (req.headers['content-type'] ?? 'application/octet-stream'),
+    contentType: deleted ? '' : parseContentType(req.headers['content-type']),
     lastModified: now,
     deleted,
     expiresAt: ttl > 0 ? now + ttl * 1000 : 0,

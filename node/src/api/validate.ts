@@ -85,3 +85,17 @@ export function parseFlag(name: string, raw: string | null): boolean {
   if (raw === 'true') return true;
   throw new InvalidRequestError(`invalid_${name}`, `${name} must be true or false`);
 }
+
+/** A Content-Type a value may be stored with: 1-255 printable ASCII characters or tabs. */
+const CONTENT_TYPE = /^[\t\x20-\x7e]{1,255}$/;
+
+/** The Content-Type of a write (application/octet-stream when absent); InvalidRequestError if unusable. */
+export function parseContentType(raw: string | undefined): string {
+  if (raw === undefined) return 'application/octet-stream';
+  if (!CONTENT_TYPE.test(raw))
+    throw new InvalidRequestError(
+      'invalid_content_type',
+      'Content-Type must be 1-255 printable ASCII characters',
+    );
+  return raw;
+}

@@ -43,7 +43,16 @@ interface Pending {
 interface HelloPayload {
   cluster: string;
   node: string;
+  /** The peer protocol version the sender speaks (absent: 1, the version before the field existed). */
+  protocol?: number;
 }
+
+/**
+ * The peer protocol version this node speaks (the messages of protocol/schema.ts), and the oldest it
+ * still talks to: during a rolling upgrade, old and new nodes tell each other apart by the hello.
+ */
+export const PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 1;
 
 /** Writes frames; corks the socket so frames produced in one tick leave in one segment. */
 function send(socket: Socket, kind: FrameKind, id: number, payload: unknown): void {
@@ -217,12 +226,21 @@ export class TcpTransport implements Transport {
             socket.end();
             return;
           }
+          const version = hello.protocol ?? 1;
+          if (typeof version !== 'number' || version < MIN_PROTOCOL_VERSION) {
+            send(socket, FrameKind.ErrorReply, frame.id, {
+              code: 'protocol_mismatch',
+              message: `peer protocol ${String(version).slice(0, 16)} is older than ${MIN_PROTOCOL_VERSION}, the oldest this node speaks`,
+            });
+            socket.end();
+            return;
+          }
           from = String(hello.node);
           greet();
           decoder.maxFrameBytes = MAX_FRAME_BYTES;
           // The peer just reached us, so it is back: stop failing our requests to it fast.
           this.retryAt.delete(from);
-          send(socket, FrameKind.HelloOk, frame.id, { node: this.opts.self });
+          send(socket, FrameKind.HelloOk, frame.id, { node: this.opts.self, protocol: PROTOCOL_VERSION });
         } else if (frame.kind === FrameKind.Request) {
           if (from === undefined) {
             socket.destroy();
@@ -328,6 +346,7 @@ export class TcpTransport implements Transport {
     send(socket, FrameKind.Hello, 0, {
       cluster: this.opts.cluster,
       node: this.opts.self,
+      protocol: PROTOCOL_VERSION,
     } satisfies HelloPayload);
     return conn;
   }

@@ -8,7 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import { InvalidContextError } from '../errors.js';
-import type { VersionVector } from './dvvset.js';
+import { MAX_COUNTER, type VersionVector } from './dvvset.js';
 
 const FORMAT_VERSION = 1;
 const CHECKSUM_BYTES = 8;
@@ -48,10 +48,8 @@ export function encodeContext(vv: VersionVector): string {
     if (idBytes.length === 0 || idBytes.length > MAX_ID_BYTES || idBytes.toString('utf8') !== id) {
       throw new RangeError(`context: id ${JSON.stringify(id)} is empty, too long or not well-formed`);
     }
-    if (!Number.isSafeInteger(counter) || counter < 1) {
-      throw new RangeError(
-        `context: counter ${counter} of ${JSON.stringify(id)} is not a positive safe integer`,
-      );
+    if (!Number.isSafeInteger(counter) || counter < 1 || counter > MAX_COUNTER) {
+      throw new RangeError(`context: counter ${counter} of ${JSON.stringify(id)} is out of range`);
     }
     writeVarint(out, idBytes.length);
     out.push(...idBytes);
@@ -132,7 +130,7 @@ function parse(s: string): VersionVector {
       throw new InvalidContextError('context ids are not sorted or not unique');
     }
     const counter = reader.varint();
-    if (counter === 0 || !Number.isSafeInteger(counter)) {
+    if (counter === 0 || !Number.isSafeInteger(counter) || counter > MAX_COUNTER) {
       throw new InvalidContextError(`context counter ${counter} is out of range`);
     }
     vv.push([id, counter]);

@@ -31,6 +31,12 @@ export interface Clock {
 /** The causal context a client sees: [id, counter] pairs sorted by id. */
 export type VersionVector = Array<[string, number]>;
 
+/**
+ * Largest counter a clock, context or peer message may carry (2^48: far beyond any actor's writes, far
+ * below 2^53, where increments stop being exact and a key would be bricked).
+ */
+export const MAX_COUNTER = 2 ** 48;
+
 // Code-unit order, not localeCompare: every replica and the context codec must agree on it.
 function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
