@@ -20,6 +20,7 @@ export interface NodeConfig {
   members: string;
   seeds: string;
   bootstrap: boolean;
+  contextSecretFile: string;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -167,6 +168,14 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. Seeds are contact points only: a node, seed or not, serves once it has heard from a member (so a seed that reaches no other never starts a second ring); only a node started with --bootstrap founds a new cluster. Excludes --members.',
+  },
+  {
+    key: 'contextSecretFile',
+    flag: 'context-secret-file',
+    env: 'DYNAMO_CONTEXT_SECRET_FILE',
+    kind: 'string',
+    default: '',
+    doc: "File holding the cluster's context secret (at least 16 bytes; the same on every node): contexts are HMACs under it, so clients cannot forge them. Empty: a secret derived from --cluster-name, which keeps contexts bound to their key but not unforgeable (a warning is logged). `dynamo local` and the operator generate one.",
   },
   {
     key: 'bootstrap',

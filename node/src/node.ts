@@ -1,4 +1,5 @@
 /** Starts one node: storage, membership, transport, replica, coordinator and the HTTP API, wired together. */
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, pino } from 'pino';
@@ -35,6 +36,7 @@ import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
+import { derivedContextSecret } from './version/index.js';
 
 export interface RunningNode {
   httpPort: number;
@@ -54,6 +56,29 @@ function membersOf(config: NodeConfig): Member[] {
   };
   if (config.rack) self.rack = config.rack;
   return [self];
+}
+
+/**
+ * The cluster's context secret: --context-secret-file (surrounding whitespace trimmed, at least 16
+ * bytes), else one derived from the cluster name, with a warning. Throws InvalidRequestError when the
+ * file cannot be used.
+ */
+function loadContextSecret(config: NodeConfig, log: Logger): Buffer {
+  if (!config.contextSecretFile) {
+    log.warn(
+      'no --context-secret-file: contexts are bound to their key but anyone who knows the cluster name can forge them',
+    );
+    return derivedContextSecret(config.clusterName);
+  }
+  let text: string;
+  try {
+    text = readFileSync(config.contextSecretFile, 'utf8').trim();
+  } catch (err) {
+    throw new InvalidRequestError('invalid_config', `--context-secret-file: ${(err as Error).message}`);
+  }
+  if (Buffer.byteLength(text) < 16)
+    throw new InvalidRequestError('invalid_config', '--context-secret-file must hold at least 16 bytes');
+  return Buffer.from(text, 'utf8');
 }
 
 /** JSON lines on stdout: ISO time, level name, node id, and the request id where there is one. */
@@ -136,6 +161,7 @@ export async function startNode(
   log: Logger = nodeLogger(config.logLevel),
 ): Promise<RunningNode> {
   log = log.child({ node: config.nodeId });
+  const contextSecret = loadContextSecret(config, log);
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
   const record = config.seeds ? await loadNodeRecord(store) : undefined;
   if (record?.state === 'left') {
@@ -464,6 +490,7 @@ export async function startNode(
   let ready = false;
   const ctx: NodeContext = {
     config,
+    contextSecret,
     membership,
     coordinator,
     props,

@@ -54,7 +54,7 @@ describe('dynamo local (npm start)', () => {
       expect(w.status).toBe(204);
       for (const url of local.urls)
         expect(await (await fetch(`${url}/buckets/demo/keys/greeting`)).text()).toBe('hello');
-      expect(readdirSync(dataDir).sort()).toEqual(['n1', 'n2', 'n3']);
+      expect(readdirSync(dataDir).sort()).toEqual(['context-secret', 'n1', 'n2', 'n3']);
       // Gossip membership: every node is a member the failure detector watches.
       const ring = (await (await fetch(`${local.urls[2]}/admin/ring`)).json()) as {
         members: Array<{ id: string; state: string }>;

@@ -46,12 +46,13 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 export function sendObject(
   ctx: NodeContext,
   res: ServerResponse,
+  at: { bucket: string; key: string },
   clock: Clock | undefined,
   rid: string,
 ): void {
   const headers: Record<string, string> = { 'X-Request-Id': rid };
   if (!clock) throw new NotFoundError('no value for this key');
-  const context = encodeContext(join(clock));
+  const context = encodeContext(join(clock), { secret: ctx.contextSecret, ...at });
   headers['X-Dynamo-Context'] = context;
   const live = distinctValues(clock).filter((s) => isLive(s, Date.now()));
   if (live.length === 0) {
@@ -93,12 +94,13 @@ export function sendObject(
   );
 }
 
-function contextOf(req: IncomingMessage) {
+/** The context a write sends, checked as issued by this cluster for this very key. */
+function contextOf(ctx: NodeContext, req: IncomingMessage, bucket: string, key: string) {
   const raw = req.headers[CONTEXT_HEADER];
   if (raw === undefined || raw === '') return [];
   if (Array.isArray(raw))
     throw new InvalidRequestError('invalid_context', 'send one X-Dynamo-Context header');
-  return decodeContext(raw);
+  return decodeContext(raw, { secret: ctx.contextSecret, bucket, key });
 }
 
 /** One client request on an object, as routed. */
@@ -115,7 +117,7 @@ export async function getObject(ctx: NodeContext, { res, query, bucket, key, rid
   const props = ctx.props.get(bucket);
   const r = parseQuorum('r', query.get('r'), props.n, props.r);
   const timeoutMs = parseTimeout(query.get('timeout'), ctx.config.requestTimeoutMs);
-  sendObject(ctx, res, await ctx.coordinator.get(bucket, key, { r, timeoutMs, rid }), rid);
+  sendObject(ctx, res, { bucket, key }, await ctx.coordinator.get(bucket, key, { r, timeoutMs, rid }), rid);
 }
 
 /** PUT (or, with deleted, DELETE as a tombstone write) of an object. */
@@ -127,7 +129,7 @@ export async function putObject(
   const props = ctx.props.get(bucket);
   const w = parseQuorum('w', query.get('w'), props.n, props.w);
   const timeoutMs = parseTimeout(query.get('timeout'), ctx.config.requestTimeoutMs);
-  const context = contextOf(req);
+  const context = contextOf(ctx, req, bucket, key);
   const ttl = deleted ? 0 : parseTtl(query.get('ttl'), props.ttl, MAX_TTL_SECONDS);
   const value = deleted ? Buffer.alloc(0) : await readBody(req, ctx.config.maxValueBytes);
   const now = Date.now();
@@ -140,8 +142,10 @@ export async function putObject(
   };
   const strict = parseFlag('strict', query.get('strict'));
   const stored = await ctx.coordinator.put(bucket, key, sibling, { w, timeoutMs, context, rid, strict });
-  if (!deleted && query.get('returnbody') === 'true') return sendObject(ctx, res, stored, rid);
-  sendEmpty(res, 204, { 'X-Dynamo-Context': encodeContext(join(stored)), 'X-Request-Id': rid });
+  if (!deleted && query.get('returnbody') === 'true')
+    return sendObject(ctx, res, { bucket, key }, stored, rid);
+  const issued = encodeContext(join(stored), { secret: ctx.contextSecret, bucket, key });
+  sendEmpty(res, 204, { 'X-Dynamo-Context': issued, 'X-Request-Id': rid });
 }
 
 export function getProps(ctx: NodeContext, res: ServerResponse, b: string) {

@@ -35,6 +35,8 @@ export interface NodeContext {
   rebuild?: StaticRebuild;
   /** Streams a bucket's keys to its new replicas when its n is raised. */
   widening: ReplicationWidening;
+  /** The cluster's secret that authenticates the contexts this node issues and accepts. */
+  contextSecret: Buffer;
   /** Deletes the keys of ranges this node no longer replicates. */
   cleanup: Cleanup;
 }

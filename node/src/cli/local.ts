@@ -8,7 +8,8 @@
  * fixed member list instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -58,6 +59,10 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const seeds = ids.map((_, i) => `${o.host}:${o.peerPort + i}`).join(',');
   // A LevelDB database holds a CURRENT file: no node has one on the very first start only.
   const fresh = ids.every((id) => !existsSync(join(dataDir, id, 'CURRENT')));
+  // The cluster's context secret, made once: every node authenticates contexts with it.
+  mkdirSync(dataDir, { recursive: true });
+  const secretFile = join(dataDir, 'context-secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   let stopping = false;
   const nodes: LocalNode[] = ids.map((id, i) => {
     const dir = join(dataDir, id);
@@ -70,6 +75,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     if (!o.static) membership.push('--ring-settle-ms', String(LOCAL_RING_SETTLE_MS));
     if (!o.static && fresh && i === 0) membership.push('--bootstrap');
     const args = [MAIN, 'node', '--node-id', id, ...membership, '--data-dir', dir];
+    args.push('--context-secret-file', secretFile);
     args.push('--http-host', o.host, '--http-port', String(o.httpPort + i));
     args.push('--advertise-http', `http://${o.host}:${o.httpPort + i}`);
     args.push('--peer-host', o.host, '--peer-port', String(o.peerPort + i), ...o.nodeArgs);

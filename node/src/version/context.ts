@@ -1,17 +1,31 @@
 /**
- * The opaque causal context handed to clients: a version vector in a small checksummed binary
- * layout, base64url-encoded so it fits in a URL or an HTTP header.
+ * The opaque causal context handed to clients: a version vector in a small binary layout,
+ * authenticated and base64url-encoded so it fits in a URL or an HTTP header.
  *
- * Layout: [u8 format = 1][varint count][count x (varint id length, id UTF-8, varint counter)][8-byte checksum]
- * where varints are unsigned LEB128 and the checksum is the first 8 bytes of SHA-256 over what precedes it.
+ * Layout: [u8 format = 2][varint count][count x (varint id length, id UTF-8, varint counter)][16-byte MAC]
+ * where varints are unsigned LEB128 and the MAC is the first 16 bytes of HMAC-SHA256, under the
+ * cluster's context secret, of the bucket, the key and what precedes it. A context is thus good only for
+ * the key it was read from, and only a node holding the secret can make one: a forged context, or one
+ * of another key (which would supersede siblings the writer never read), is refused.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { InvalidContextError } from '../errors.js';
 import { MAX_COUNTER, type VersionVector } from './dvvset.js';
 
-const FORMAT_VERSION = 1;
-const CHECKSUM_BYTES = 8;
+/** What a context is bound to: the cluster's secret and the object it was read from. */
+export interface ContextBinding {
+  secret: Buffer;
+  bucket: string;
+  key: string;
+}
+
+/** A context secret derived from a name (the cluster's), for clusters configured without one. */
+export const derivedContextSecret = (name: string): Buffer =>
+  createHash('sha256').update(`dynamo-kv context secret|${name}`).digest();
+
+const FORMAT_VERSION = 2;
+const MAC_BYTES = 16;
 const MAX_ENTRIES = 10_000;
 const MAX_ID_BYTES = 255;
 const MAX_INPUT_CHARS = 1024 * 1024;
@@ -21,8 +35,12 @@ const BASE64URL = /^[A-Za-z0-9_-]*$/;
 // fatal: malformed UTF-8 must be rejected rather than replaced; ignoreBOM: a leading U+FEFF is part of the id.
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function checksum(payload: Buffer): Buffer {
-  return createHash('sha256').update(payload).digest().subarray(0, CHECKSUM_BYTES);
+function mac(payload: Buffer, b: ContextBinding): Buffer {
+  return createHmac('sha256', b.secret)
+    .update(`${b.bucket}\u0000${b.key}\u0000`)
+    .update(payload)
+    .digest()
+    .subarray(0, MAC_BYTES);
 }
 
 function writeVarint(out: number[], n: number): void {
@@ -35,8 +53,8 @@ function writeVarint(out: number[], n: number): void {
   out.push(rest);
 }
 
-/** Encode a version vector as an opaque, integrity-checked, URL/header-safe string (base64url). */
-export function encodeContext(vv: VersionVector): string {
+/** Encode a version vector as an opaque, authenticated, URL/header-safe string (base64url) for one key. */
+export function encodeContext(vv: VersionVector, binding: ContextBinding): string {
   const sorted = [...vv].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   if (sorted.length > MAX_ENTRIES) throw new RangeError(`context: more than ${MAX_ENTRIES} entries`);
   const out: number[] = [FORMAT_VERSION];
@@ -56,7 +74,7 @@ export function encodeContext(vv: VersionVector): string {
     writeVarint(out, counter);
   });
   const payload = Buffer.from(out);
-  return Buffer.concat([payload, checksum(payload)]).toString('base64url');
+  return Buffer.concat([payload, mac(payload, binding)]).toString('base64url');
 }
 
 class Reader {
@@ -100,18 +118,18 @@ class Reader {
   }
 }
 
-function parse(s: string): VersionVector {
+function parse(s: string, binding: ContextBinding | undefined): VersionVector {
   if (typeof s !== 'string') throw new InvalidContextError('context must be a string');
   if (s.length > MAX_INPUT_CHARS) throw new InvalidContextError('context is longer than 1 MiB');
   if (!BASE64URL.test(s)) throw new InvalidContextError('context is not base64url');
   const bytes = Buffer.from(s, 'base64url');
   // Node's decoder ignores stray trailing bits; requiring the canonical spelling means no two
-  // strings decode to the same context, so any edited character is caught by the checksum.
+  // strings decode to the same context, so any edited character is caught by the MAC.
   if (bytes.toString('base64url') !== s) throw new InvalidContextError('context is not canonical base64url');
-  if (bytes.length < 2 + CHECKSUM_BYTES) throw new InvalidContextError('context is truncated');
-  const payload = bytes.subarray(0, bytes.length - CHECKSUM_BYTES);
-  if (!checksum(payload).equals(bytes.subarray(payload.length))) {
-    throw new InvalidContextError('context checksum mismatch');
+  if (bytes.length < 2 + MAC_BYTES) throw new InvalidContextError('context is truncated');
+  const payload = bytes.subarray(0, bytes.length - MAC_BYTES);
+  if (binding && !timingSafeEqual(mac(payload, binding), bytes.subarray(payload.length))) {
+    throw new InvalidContextError('context was not issued for this key by this cluster');
   }
   const reader = new Reader(payload);
   const format = reader.byte();
@@ -140,10 +158,24 @@ function parse(s: string): VersionVector {
   return vv;
 }
 
-/** Decode a context; throws InvalidContextError (from ../errors.js) on anything malformed: bad base64url, wrong format version, truncation, trailing bytes, checksum mismatch, unsorted/duplicate ids, counter 0 or not a safe integer, id empty or > 255 bytes, more than 10_000 entries, input longer than 1 MiB. Never throws anything else. */
-export function decodeContext(s: string): VersionVector {
+/**
+ * Decode a context, checking its MAC against binding. Throws InvalidContextError
+ * (from ../errors.js) on anything malformed: bad base64url, wrong format version, truncation, trailing
+ * bytes, a MAC of another key or another secret, unsorted/duplicate ids, counter 0 or above MAX_COUNTER,
+ * id empty or > 255 bytes, more than 10_000 entries, input longer than 1 MiB. Never throws anything else.
+ */
+export function decodeContext(s: string, binding: ContextBinding): VersionVector {
+  return decode(s, binding);
+}
+
+/** The version vector of a context, its MAC unchecked: for tools and tests, never to accept a write. */
+export function inspectContext(s: string): VersionVector {
+  return decode(s, undefined);
+}
+
+function decode(s: string, binding: ContextBinding | undefined): VersionVector {
   try {
-    return parse(s);
+    return parse(s, binding);
   } catch (err) {
     if (err instanceof InvalidContextError) throw err;
     // e.g. the TextDecoder's TypeError on malformed UTF-8: callers only ever see one error type.
