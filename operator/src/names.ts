@@ -24,6 +24,7 @@ export const statefulSetName = (cluster: string): string => cluster;
 export const peerServiceName = (cluster: string): string => `${cluster}-peers`;
 export const clientServiceName = (cluster: string): string => cluster;
 export const tokenConfigMapName = (cluster: string): string => `${cluster}-tokens`;
+export const contextSecretName = (cluster: string): string => `${cluster}-context-secret`;
 export const pdbName = (cluster: string): string => cluster;
 export const podName = (cluster: string, ordinal: number): string => `${cluster}-${ordinal}`;
 export const VOLUME_CLAIM = 'data';

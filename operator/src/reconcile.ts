@@ -1,7 +1,7 @@
 // Reconciling one DynamoCluster: a sequence of named steps, each safe to run again, each returning continue,
 // requeue-after or done (as cass-operator does). Every reconcile starts from a fresh read of the API server; the
 // status (phase, conditions, members, observedGeneration) is written at the end whichever step stopped it.
-import type { KubernetesObject, V1ConfigMap, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { KubernetesObject, V1ConfigMap, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type {
   DecommissionRecord,
@@ -10,9 +10,18 @@ import type {
   DynamoClusterStatus,
 } from './api-types.js';
 import { apiErrorMessage, type EventRecord, type KubeApi, type ObjectRef } from './kube.js';
-import { LABEL_CLUSTER, ordinalOf, podName, pvcName, statefulSetName, tokenConfigMapName } from './names.js';
+import {
+  contextSecretName,
+  LABEL_CLUSTER,
+  ordinalOf,
+  podName,
+  pvcName,
+  statefulSetName,
+  tokenConfigMapName,
+} from './names.js';
 import type { NodeAdmin, NodeUrlResolver } from './node-admin.js';
 import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
+import { buildContextSecret } from './objects/secrets.js';
 import { buildClientService, buildPeerService } from './objects/services.js';
 import { buildStatefulSet, claimedStorage, keepImmutableFields } from './objects/statefulset.js';
 import { buildTokenConfigMap } from './objects/token-config-map.js';
@@ -80,6 +89,7 @@ export class Reconciler {
     { name: 'observe', run: (ctx) => this.observe(ctx) },
     { name: 'ensure-services', run: (ctx) => this.ensureServices(ctx) },
     { name: 'ensure-disruption-budget', run: (ctx) => this.ensureDisruptionBudget(ctx) },
+    { name: 'ensure-context-secret', run: (ctx) => this.ensureContextSecret(ctx) },
     { name: 'plan-scaling', run: (ctx) => this.planScaling(ctx) },
     { name: 'ensure-tokens', run: (ctx) => this.ensureTokens(ctx) },
     { name: 'ensure-statefulset', run: (ctx) => this.ensureStatefulSet(ctx) },
@@ -158,6 +168,16 @@ export class Reconciler {
 
   private async ensureDisruptionBudget(ctx: ReconcileContext): Promise<StepResult> {
     await this.applyOwned(ctx, buildPodDisruptionBudget(ctx.cluster));
+    return CONTINUE;
+  }
+
+  /** Creates the context secret once; an existing one is never replaced (clients' contexts would break). */
+  private async ensureContextSecret(ctx: ReconcileContext): Promise<StepResult> {
+    const { namespace, name } = ctx.cluster.metadata;
+    const existing = await this.deps.kube.read<V1Secret>(
+      ref('v1', 'Secret', namespace, contextSecretName(name)),
+    );
+    if (existing === undefined) await this.applyOwned(ctx, buildContextSecret(ctx.cluster), existing);
     return CONTINUE;
   }
 

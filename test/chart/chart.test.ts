@@ -80,6 +80,8 @@ const CONTROLLER_GRANTS: Record<string, string[]> = {
   '/services': OWNED,
   '/configmaps': OWNED,
   'policy/poddisruptionbudgets': OWNED,
+  // The context secret: created once, never listed, watched or updated.
+  '/secrets': ['get', 'create', 'patch'],
   '/pods': ['get', 'list', 'watch', 'delete'],
   '/persistentvolumeclaims': ['get', 'list', 'delete'],
   '/events': ['create', 'patch'],

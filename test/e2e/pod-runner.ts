@@ -12,8 +12,8 @@
  *   (a NAT) callers outside the pods apply to it: the operator's node URLs and clients reading endpoints.
  * - Volumes: a PersistentVolumeClaim is a directory per claim (by uid), kept across restarts of the pod and
  *   removed when the claim is deleted; the runner also plays the pvc-protection controller (it removes the
- *   claim's finalizer once no pod uses it). A ConfigMap volume is a directory of its keys, refreshed as the
- *   ConfigMap changes. Mount paths are mapped to these directories wherever they appear in the container's
+ *   claim's finalizer once no pod uses it). A ConfigMap or Secret volume is a directory of its keys,
+ *   refreshed as the object changes. Mount paths are mapped to these directories wherever they appear in the container's
  *   command, arguments and environment.
  * - Environment: env values with $(VAR) expansion and valueFrom fieldRef (metadata.name, metadata.namespace,
  *   metadata.uid, status.podIP, spec.nodeName) and configMapKeyRef.
@@ -51,6 +51,7 @@ import {
   type V1PersistentVolumeClaim,
   type V1Pod,
   type V1PodCondition,
+  type V1Secret,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { keepRunning, type RestartingInformer } from '../../operator/src/watches.js';
@@ -333,6 +334,7 @@ export class PodRunner {
   private pods!: RestartingInformer<V1Pod>;
   private claims!: RestartingInformer<V1PersistentVolumeClaim>;
   private configMaps!: RestartingInformer<V1ConfigMap>;
+  private secrets!: RestartingInformer<V1Secret>;
   private timer: NodeJS.Timeout | undefined;
   private syncing = false;
   private again = false;
@@ -386,7 +388,15 @@ export class PodRunner {
       wake,
       log,
     );
-    this.informers.push(this.pods, this.claims, this.configMaps);
+    this.secrets = keepRunning(
+      'secrets',
+      makeInformer<V1Secret>(kc, `/api/v1/namespaces/${ns}/secrets`, () =>
+        this.core.listNamespacedSecret({ namespace: ns }),
+      ),
+      wake,
+      log,
+    );
+    this.informers.push(this.pods, this.claims, this.configMaps, this.secrets);
     await Promise.all(this.informers.map((i) => i.start()));
     this.timer = setInterval(() => this.kick(), 1_000);
     this.kick();
@@ -594,7 +604,12 @@ export class PodRunner {
         }
         volumeDirs.set(volume.name, this.claimDir(claim));
         claimNames.push(claim.metadata!.name!);
-      } else if (volume.configMap) {
+      } else if (volume.configMap || volume.secret) {
+        if (volume.secret && !this.secrets.cache.get(volume.secret.secretName!, this.namespace)) {
+          this.say(`${name}: waiting for secret ${volume.secret.secretName}`);
+          await sleep(500);
+          return; // the next sync tries again (the kubelet too waits for a volume's secret)
+        }
         const dir = join(this.root, 'configmaps', `${pod.metadata!.uid}-${volume.name}`);
         mkdirSync(dir, { recursive: true });
         volumeDirs.set(volume.name, dir);
@@ -642,7 +657,7 @@ export class PodRunner {
   /** ConfigMap volumes of running pods, by pod uid. */
   private readonly volumes = new Map<string, { pod: V1Pod; volumeDirs: Map<string, string> }>();
 
-  /** Writes every ConfigMap volume's files (the kubelet refreshes them as the ConfigMap changes). */
+  /** Writes every ConfigMap and Secret volume's files (the kubelet refreshes them as the objects change). */
   private refreshConfigMapVolumes(): void {
     for (const [uid, { pod, volumeDirs }] of this.volumes) {
       if (!this.containers.has(uid)) {
@@ -650,11 +665,22 @@ export class PodRunner {
         continue;
       }
       for (const volume of pod.spec?.volumes ?? []) {
-        if (!volume.configMap) continue;
+        const source = volume.configMap ?? volume.secret;
+        if (!source) continue;
         const dir = volumeDirs.get(volume.name)!;
-        const cm = this.configMaps.cache.get(volume.configMap.name!, this.namespace);
-        const data = cm?.data ?? {};
-        const items = volume.configMap.items ?? Object.keys(data).map((key) => ({ key, path: key }));
+        let data: Record<string, string>;
+        if (volume.configMap)
+          data = this.configMaps.cache.get(volume.configMap.name!, this.namespace)?.data ?? {};
+        else {
+          const secret = this.secrets.cache.get(volume.secret!.secretName!, this.namespace);
+          data = Object.fromEntries(
+            Object.entries(secret?.data ?? {}).map(([k, v]) => [
+              k,
+              Buffer.from(v, 'base64').toString('utf8'),
+            ]),
+          );
+        }
+        const items = source.items ?? Object.keys(data).map((key) => ({ key, path: key }));
         const wanted = new Set<string>();
         for (const item of items) {
           if (!(item.key in data)) continue;

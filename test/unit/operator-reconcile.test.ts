@@ -1,4 +1,4 @@
-import type { KubernetesObject, V1ConfigMap, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { KubernetesObject, V1ConfigMap, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type {
@@ -444,6 +444,30 @@ describe('Reconciler', () => {
     expect(env.replicas()).toBe(3);
     expect(founder(env)).toBeUndefined();
     expect([...env.tokens().keys()]).toEqual(['demo-0', 'demo-1', 'demo-2']);
+  });
+});
+
+describe('the context secret', () => {
+  it('is created once, mounted into every node, and never replaced', async () => {
+    const env = setup(SMALL);
+    await env.reconcile();
+    const secret = () => env.kube.get<V1Secret>('Secret', 'demo-context-secret');
+    const first = secret()?.data?.['context-secret'];
+    expect(Buffer.from(first ?? '', 'base64').toString()).toMatch(/^[0-9a-f]{64}$/);
+    expect(secret()?.metadata?.ownerReferences?.[0]).toMatchObject({
+      kind: 'DynamoCluster',
+      controller: true,
+    });
+    await settle(env);
+    expect(secret()?.data?.['context-secret']).toBe(first);
+    const pod = env.kube.get<V1StatefulSet>('StatefulSet', 'demo')!.spec!.template.spec!;
+    expect(pod.volumes).toContainEqual(
+      expect.objectContaining({ secret: expect.objectContaining({ secretName: 'demo-context-secret' }) }),
+    );
+    expect(pod.containers[0]!.env).toContainEqual({
+      name: 'DYNAMO_CONTEXT_SECRET_FILE',
+      value: '/etc/dynamo/secrets/context-secret',
+    });
   });
 });
 

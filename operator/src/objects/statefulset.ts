@@ -2,6 +2,7 @@
 import type { V1Affinity, V1EnvVar, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import { DATA_DIR, type DynamoCluster, type DynamoClusterSpec, HTTP_PORT, PEER_PORT } from '../api-types.js';
 import {
+  contextSecretName,
   LABEL_COMPONENT,
   peerServiceName,
   seedAddresses,
@@ -12,10 +13,13 @@ import {
 } from '../names.js';
 import { FOUNDER_KEY } from '../token-assignments.js';
 import { ownedMeta } from './meta.js';
+import { CONTEXT_SECRET_KEY } from './secrets.js';
 
 export const CONTAINER_NAME = 'dynamo';
 /** Where the token ConfigMap is mounted: one file per node, named after the pod. */
 export const TOKENS_DIR = '/etc/dynamo/tokens';
+/** Where the cluster's secrets are mounted. */
+export const SECRETS_DIR = '/etc/dynamo/secrets';
 /** How long a pod waits for its tokens file before failing (and being restarted by the kubelet). */
 export const TOKENS_WAIT_SECONDS = 120;
 
@@ -64,6 +68,7 @@ export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvV
     { name: 'DYNAMO_HINT_WINDOW_MS', value: String(spec.hintedHandoff.windowSeconds * 1000) },
     { name: 'DYNAMO_ANTI_ENTROPY_INTERVAL_MS', value: String(spec.antiEntropy.intervalSeconds * 1000) },
     { name: 'DYNAMO_LOG_LEVEL', value: 'info' },
+    { name: 'DYNAMO_CONTEXT_SECRET_FILE', value: `${SECRETS_DIR}/${CONTEXT_SECRET_KEY}` },
   ];
 }
 
@@ -154,10 +159,14 @@ export function buildStatefulSet(
               volumeMounts: [
                 { name: VOLUME_CLAIM, mountPath: DATA_DIR },
                 { name: 'tokens', mountPath: TOKENS_DIR, readOnly: true },
+                { name: 'secrets', mountPath: SECRETS_DIR, readOnly: true },
               ],
             },
           ],
-          volumes: [{ name: 'tokens', configMap: { name: tokenConfigMapName(name) } }],
+          volumes: [
+            { name: 'tokens', configMap: { name: tokenConfigMapName(name) } },
+            { name: 'secrets', secret: { secretName: contextSecretName(name), defaultMode: 0o400 } },
+          ],
         },
       },
       volumeClaimTemplates: [
