@@ -114,7 +114,9 @@ export class ShoppingCarts {
 
 async function main(): Promise<void> {
   const endpoint = process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
-  const client = new DynamoClient({ seeds: [endpoint] });
+  // npm start turns authentication on: export DYNAMO_TOKEN (see its output).
+  const token = process.env.DYNAMO_TOKEN;
+  const client = new DynamoClient({ seeds: [endpoint], ...(token ? { token } : {}) });
   const carts = new ShoppingCarts(client);
   const user = `demo-${Date.now()}`;
   try {

@@ -21,6 +21,7 @@ export interface NodeConfig {
   seeds: string;
   bootstrap: boolean;
   contextSecretFile: string;
+  authTokensFile: string;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -168,6 +169,14 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. Seeds are contact points only: a node, seed or not, serves once it has heard from a member (so a seed that reaches no other never starts a second ring); only a node started with --bootstrap founds a new cluster. Excludes --members.',
+  },
+  {
+    key: 'authTokensFile',
+    flag: 'auth-tokens-file',
+    env: 'DYNAMO_AUTH_TOKENS_FILE',
+    kind: 'string',
+    default: '',
+    doc: 'File of client tokens, one `<read|write|admin> <token>` per line (tokens of 16+ characters; re-read when it changes). Set: every API call but /health, /ready and /metrics needs `Authorization: Bearer <token>` with a role that allows it (401/403 otherwise). Empty: the API is open. `dynamo local` makes one.',
   },
   {
     key: 'contextSecretFile',

@@ -24,6 +24,26 @@ export class InvalidRequestError extends DynamoError {
   }
 }
 
+/** A request without valid credentials, where the node requires them. */
+export class UnauthenticatedError extends DynamoError {
+  readonly status = 401;
+  readonly code = 'unauthenticated';
+  constructor(message = 'send Authorization: Bearer <token>') {
+    super(message);
+    this.name = 'UnauthenticatedError';
+  }
+}
+
+/** Valid credentials whose role does not allow the request. */
+export class ForbiddenError extends DynamoError {
+  readonly status = 403;
+  readonly code = 'forbidden';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ForbiddenError';
+  }
+}
+
 /** An admin action the cluster's current state does not allow (another move under way, too few members). */
 export class ConflictError extends DynamoError {
   readonly status = 409;

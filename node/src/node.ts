@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, pino } from 'pino';
+import { Authenticator } from './api/auth.js';
 import { createHttpServer } from './api/http.js';
 import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
@@ -162,6 +163,8 @@ export async function startNode(
 ): Promise<RunningNode> {
   log = log.child({ node: config.nodeId });
   const contextSecret = loadContextSecret(config, log);
+  const auth = config.authTokensFile ? new Authenticator(config.authTokensFile, log) : undefined;
+  if (!auth) log.warn('no --auth-tokens-file: the HTTP API is open to anyone who can reach it');
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
   const record = config.seeds ? await loadNodeRecord(store) : undefined;
   if (record?.state === 'left') {
@@ -491,6 +494,7 @@ export async function startNode(
   const ctx: NodeContext = {
     config,
     contextSecret,
+    ...(auth ? { auth } : {}),
     membership,
     coordinator,
     props,

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -36,7 +36,13 @@ async function runLocal(dataDir: string, extra: string[] = []) {
     throw err;
   }
   const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${httpPort + i}`);
-  return { urls, out: () => out, stop };
+  // The admin token dynamo local made (what a user exports as DYNAMO_TOKEN).
+  const token = readFileSync(join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)![1]!;
+  const auth = { authorization: `Bearer ${token}` };
+  /** fetch with the admin token. */
+  const call = (url: string, init: RequestInit = {}) =>
+    fetch(url, { ...init, headers: { ...auth, ...init.headers } });
+  return { urls, out: () => out, stop, call, token };
 }
 
 describe('dynamo local (npm start)', () => {
@@ -50,13 +56,20 @@ describe('dynamo local (npm start)', () => {
     const local = await runLocal(dataDir);
     try {
       for (const url of local.urls) expect(local.out()).toContain(url);
-      const w = await fetch(`${local.urls[0]}/buckets/demo/keys/greeting`, { method: 'PUT', body: 'hello' });
+      // Secure by default: no token, no access; the printed admin token works.
+      const open = await fetch(`${local.urls[0]}/buckets/demo/keys/greeting`, { method: 'PUT', body: 'x' });
+      expect(open.status).toBe(401);
+      expect(local.out()).toContain(`export DYNAMO_TOKEN=${local.token}`);
+      const w = await local.call(`${local.urls[0]}/buckets/demo/keys/greeting`, {
+        method: 'PUT',
+        body: 'hello',
+      });
       expect(w.status).toBe(204);
       for (const url of local.urls)
-        expect(await (await fetch(`${url}/buckets/demo/keys/greeting`)).text()).toBe('hello');
-      expect(readdirSync(dataDir).sort()).toEqual(['context-secret', 'n1', 'n2', 'n3']);
+        expect(await (await local.call(`${url}/buckets/demo/keys/greeting`)).text()).toBe('hello');
+      expect(readdirSync(dataDir).sort()).toEqual(['context-secret', 'n1', 'n2', 'n3', 'tokens']);
       // Gossip membership: every node is a member the failure detector watches.
-      const ring = (await (await fetch(`${local.urls[2]}/admin/ring`)).json()) as {
+      const ring = (await (await local.call(`${local.urls[2]}/admin/ring`)).json()) as {
         members: Array<{ id: string; state: string }>;
       };
       expect(ring.members.map((m) => [m.id, m.state])).toEqual([
@@ -78,7 +91,10 @@ describe('dynamo local (npm start)', () => {
     const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
     try {
       for (const k of keys) {
-        const res = await fetch(`${first.urls[1]}/buckets/demo/keys/${k}?w=all`, { method: 'PUT', body: k });
+        const res = await first.call(`${first.urls[1]}/buckets/demo/keys/${k}?w=all`, {
+          method: 'PUT',
+          body: k,
+        });
         expect(res.status).toBe(204);
       }
     } finally {
@@ -89,12 +105,12 @@ describe('dynamo local (npm start)', () => {
     try {
       // n=3 on 3 nodes: n1 holds every key again, streamed in before it became ready.
       expect(await metric(second.urls[0]!, /^dynamo_storage_keys\b/)).toBe(keys.length);
-      const ring = (await (await fetch(`${second.urls[0]}/admin/ring`)).json()) as {
+      const ring = (await (await second.call(`${second.urls[0]}/admin/ring`)).json()) as {
         members: Array<{ id: string }>;
       };
       expect(ring.members.map((m) => m.id)).toEqual(['n1', 'n2', 'n3']);
       for (const k of keys)
-        expect(await (await fetch(`${second.urls[0]}/buckets/demo/keys/${k}?r=all`)).text()).toBe(k);
+        expect(await (await second.call(`${second.urls[0]}/buckets/demo/keys/${k}?r=all`)).text()).toBe(k);
     } finally {
       expect(await second.stop()).toBe(0);
     }
@@ -103,8 +119,10 @@ describe('dynamo local (npm start)', () => {
   it('--static runs the nodes with a fixed member list', { timeout: 45_000 }, async () => {
     const local = await runLocal(join(root, 'c'), ['--static']);
     try {
-      const status = (await (await fetch(`${local.urls[0]}/admin/status`)).json()) as { membership?: string };
-      const res = await fetch(`${local.urls[0]}/admin/members/n2/remove`, { method: 'POST' });
+      const status = (await (await local.call(`${local.urls[0]}/admin/status`)).json()) as {
+        membership?: string;
+      };
+      const res = await local.call(`${local.urls[0]}/admin/members/n2/remove`, { method: 'POST' });
       expect(res.status, JSON.stringify(status)).toBe(400);
       expect(((await res.json()) as { error: string }).error).toBe('static_membership');
     } finally {

@@ -20,6 +20,7 @@ import {
 } from '../errors.js';
 import type { Op } from '../metrics/metrics.js';
 import { decommission, nodeStatus, ringView, startCleanup } from './admin.js';
+import { neededRole } from './auth.js';
 import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
 import type { NodeContext } from './node-context.js';
 import { sendError, sendJson } from './respond.js';
@@ -82,6 +83,15 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
   const rid = typeof header === 'string' && header.length <= 128 ? header : randomUUID();
   let op: Op | undefined;
   try {
+    const needed = ctx.auth && neededRole(req.method ?? 'GET', parts);
+    if (needed) {
+      try {
+        ctx.auth!.check(req.headers.authorization, needed);
+      } catch (err) {
+        res.setHeader('WWW-Authenticate', 'Bearer realm="dynamo-kv"');
+        throw err;
+      }
+    }
     if (parts[0] === 'buckets') {
       op = await routeBuckets(ctx, req, res, parts, q, rid);
     } else if (path === '/health') {

@@ -9,6 +9,7 @@ import type { Cleanup } from '../streaming/cleanup.js';
 import type { StaticRebuild } from '../streaming/rebuild.js';
 import type { Streamer } from '../streaming/streamer.js';
 import type { ReplicationWidening } from '../streaming/widen.js';
+import type { Authenticator } from './auth.js';
 
 export interface NodeContext {
   config: NodeConfig;
@@ -35,6 +36,8 @@ export interface NodeContext {
   rebuild?: StaticRebuild;
   /** Streams a bucket's keys to its new replicas when its n is raised. */
   widening: ReplicationWidening;
+  /** Client authentication, when --auth-tokens-file is set; undefined: the API is open. */
+  auth?: Authenticator;
   /** The cluster's secret that authenticates the contexts this node issues and accepts. */
   contextSecret: Buffer;
   /** Deletes the keys of ranges this node no longer replicates. */

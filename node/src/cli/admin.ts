@@ -15,12 +15,16 @@ const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 /** Calls a node's admin API; throws Error with the node's own message on an error answer. */
 async function admin(endpoint: string, path: string, method = 'GET'): Promise<NodeStatus> {
-  const res = await fetch(new URL(path, endpoint), { method, signal: AbortSignal.timeout(10_000) }).catch(
-    (err: Error) => {
-      const cause = (err.cause as Error | undefined)?.message ?? err.message;
-      throw new Error(`cannot reach the node at ${endpoint} (${cause}); is it running?`);
-    },
-  );
+  const token = process.env.DYNAMO_TOKEN;
+  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const res = await fetch(new URL(path, endpoint), {
+    method,
+    headers,
+    signal: AbortSignal.timeout(10_000),
+  }).catch((err: Error) => {
+    const cause = (err.cause as Error | undefined)?.message ?? err.message;
+    throw new Error(`cannot reach the node at ${endpoint} (${cause}); is it running?`);
+  });
   const body = (await res.json()) as NodeStatus & { error?: string; message?: string };
   if (!res.ok) throw new Error(`${body.message ?? res.statusText} (${res.status} ${body.error ?? ''})`);
   return body;

@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -63,6 +63,20 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   mkdirSync(dataDir, { recursive: true });
   const secretFile = join(dataDir, 'context-secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  // Client tokens, made once, one per role: the API is not open even on one machine.
+  const tokensFile = join(dataDir, 'tokens');
+  const newTokens = !existsSync(tokensFile);
+  if (newTokens) {
+    const lines = ['admin', 'write', 'read'].map((role) => `${role} ${randomBytes(24).toString('hex')}`);
+    writeFileSync(
+      tokensFile,
+      `# role token (dynamo local made these; edit to rotate)\n${lines.join('\n')}\n`,
+      {
+        mode: 0o600,
+      },
+    );
+  }
+  const adminToken = readFileSync(tokensFile, 'utf8').match(/^admin (\S+)$/m)?.[1];
   let stopping = false;
   const nodes: LocalNode[] = ids.map((id, i) => {
     const dir = join(dataDir, id);
@@ -75,7 +89,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     if (!o.static) membership.push('--ring-settle-ms', String(LOCAL_RING_SETTLE_MS));
     if (!o.static && fresh && i === 0) membership.push('--bootstrap');
     const args = [MAIN, 'node', '--node-id', id, ...membership, '--data-dir', dir];
-    args.push('--context-secret-file', secretFile);
+    args.push('--context-secret-file', secretFile, '--auth-tokens-file', tokensFile);
     args.push('--http-host', o.host, '--http-port', String(o.httpPort + i));
     args.push('--advertise-http', `http://${o.host}:${o.httpPort + i}`);
     args.push('--peer-host', o.host, '--peer-port', String(o.peerPort + i), ...o.nodeArgs);
@@ -128,12 +142,19 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const first = nodes[0]!.url;
   console.log(`dynamo-kv: ${o.nodes}-node cluster ready (data in ${dataDir})`);
   for (const n of nodes) console.log(`  ${n.id}  ${n.url}`);
+  const tokenNote = newTokens
+    ? `Client tokens (admin, write, read) were made in ${tokensFile}; the admin one:
+  export DYNAMO_TOKEN=${adminToken}`
+    : `Client tokens are in ${tokensFile}:
+  export DYNAMO_TOKEN=$(awk '$1 == "admin" { print $2 }' ${tokensFile})`;
   console.log(`
+${tokenNote}
+
 Try:
-  curl -X PUT -H 'Content-Type: text/plain' --data 'hello' ${first}/buckets/demo/keys/greeting
-  curl -i ${nodes[nodes.length - 1]!.url}/buckets/demo/keys/greeting
-  npx dynamo get demo greeting       (CLI; --endpoint picks a node)
-  curl ${first}/admin/ring
+  curl -X PUT -H "Authorization: Bearer $DYNAMO_TOKEN" -H 'Content-Type: text/plain' --data 'hello' ${first}/buckets/demo/keys/greeting
+  curl -i -H "Authorization: Bearer $DYNAMO_TOKEN" ${nodes[nodes.length - 1]!.url}/buckets/demo/keys/greeting
+  npx dynamo get demo greeting       (CLI: reads $DYNAMO_TOKEN; --endpoint picks a node)
+  npx dynamo ring
 
 Press Ctrl-C to stop.`);
 }

@@ -28,7 +28,8 @@ commands:
                               decommission or a lower n); refused while a move is under way
   help
 
-client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081)`;
+client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081) and --token T
+(default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file`;
 
 class UsageError extends Error {}
 
@@ -91,6 +92,7 @@ const clientOptions = {
   tokens: { type: 'boolean' },
   watch: { type: 'boolean' },
   force: { type: 'boolean' },
+  token: { type: 'string' },
 } as const;
 
 /** Prints a value as text when it is printable UTF-8, base64 otherwise. */
@@ -114,11 +116,14 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
     strict: true,
   });
   const endpoint = values.endpoint ?? process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
+  // --token, else DYNAMO_TOKEN: what the admin calls below send too.
+  if (values.token !== undefined) process.env.DYNAMO_TOKEN = values.token;
+  const token = process.env.DYNAMO_TOKEN;
   if (command === 'status') return cmdStatus(endpoint, values.watch ?? false);
   if (command === 'decommission')
     return cmdDecommission(endpoint, values.force ?? false, values.watch ?? false);
   if (command === 'cleanup') return cmdCleanup(endpoint, values.watch ?? false);
-  const client = new DynamoClient({ seeds: [endpoint], retries: 1 });
+  const client = new DynamoClient({ seeds: [endpoint], retries: 1, ...(token ? { token } : {}) });
   try {
     if (command === 'ring') {
       const ring = await client.ring();

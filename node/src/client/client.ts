@@ -31,6 +31,8 @@ export interface DynamoClientOptions {
   ringRefreshMs?: number;
   /** Keep-alive connections per node (default 16). */
   connectionsPerNode?: number;
+  /** Bearer token sent with every request, for nodes started with --auth-tokens-file. */
+  token?: string;
 }
 
 export interface Sibling {
@@ -178,6 +180,8 @@ export class DynamoClient {
   private refreshing: Promise<void> | undefined;
   private closed = false;
 
+  private readonly authorization: string | undefined;
+
   constructor(options: DynamoClientOptions) {
     if (!options.seeds?.length)
       throw new InvalidRequestError('invalid_client', 'DynamoClient needs at least one seed URL');
@@ -186,6 +190,7 @@ export class DynamoClient {
         throw new InvalidRequestError('invalid_client', `seed "${seed}" must be an http(s)://host:port URL`);
     }
     this.router = new Router(options.seeds, options.routing ?? 'preference-list');
+    this.authorization = options.token ? `Bearer ${options.token}` : undefined;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retries = options.retries ?? 2;
     this.agent = new Agent({ connections: options.connectionsPerNode ?? 16, keepAliveTimeout: 30_000 });
@@ -383,7 +388,9 @@ export class DynamoClient {
           origin,
           path: attempt.path,
           method: attempt.method,
-          headers: attempt.headers,
+          headers: this.authorization
+            ? { ...attempt.headers, authorization: this.authorization }
+            : attempt.headers,
           body: attempt.body,
           headersTimeout: attempt.timeoutMs ?? this.timeoutMs,
           bodyTimeout: attempt.timeoutMs ?? this.timeoutMs,

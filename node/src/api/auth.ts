@@ -1,0 +1,101 @@
+/**
+ * Client authentication on the HTTP API: bearer tokens, each with a role. Roles are ordered, each
+ * allowing what the one before allows: `read` (GET of keys, props, ring and status), `write` (PUT,
+ * POST and DELETE of keys), `admin` (bucket props, decommission, member removal, cleanup).
+ *
+ * Tokens come from a file (--auth-tokens-file, e.g. a mounted Kubernetes Secret), one `<role> <token>`
+ * per line, `#` comments; the file is read again when it changes, so tokens rotate without a restart.
+ * /health, /ready and /metrics stay open (probes and scrapers).
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { ForbiddenError, InvalidRequestError, UnauthenticatedError } from '../errors.js';
+
+export type Role = 'read' | 'write' | 'admin';
+const RANK: Record<Role, number> = { read: 1, write: 2, admin: 3 };
+const MIN_TOKEN_CHARS = 16;
+/** How often the file's modification time is checked. */
+const RECHECK_MS = 2000;
+
+const digest = (token: string) => createHash('sha256').update(token).digest('hex');
+
+/** Parses a tokens file; throws InvalidRequestError naming the bad line. */
+export function parseTokens(text: string, source: string): Map<string, Role> {
+  const roles = new Map<string, Role>();
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const [role, token, extra] = line.split(/\s+/);
+    const bad = (why: string) =>
+      new InvalidRequestError('invalid_config', `${source}, line ${i + 1}: ${why}`);
+    if (!role || !(role in RANK)) throw bad('expected "<read|write|admin> <token>"');
+    if (!token || extra !== undefined) throw bad('expected one token after the role');
+    if (token.length < MIN_TOKEN_CHARS) throw bad(`tokens must be at least ${MIN_TOKEN_CHARS} characters`);
+    roles.set(digest(token), role as Role);
+  });
+  if (roles.size === 0) throw new InvalidRequestError('invalid_config', `${source}: no tokens`);
+  return roles;
+}
+
+export class Authenticator {
+  private roles: Map<string, Role>;
+  private mtimeMs: number;
+  private checkedAt = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    try {
+      this.mtimeMs = statSync(path).mtimeMs;
+      this.roles = parseTokens(readFileSync(path, 'utf8'), path);
+    } catch (err) {
+      if (err instanceof InvalidRequestError) throw err;
+      throw new InvalidRequestError('invalid_config', `--auth-tokens-file: ${(err as Error).message}`);
+    }
+  }
+
+  /** Throws UnauthenticatedError or ForbiddenError unless the Authorization header grants needed. */
+  check(header: string | undefined, needed: Role): Role {
+    this.reloadIfChanged();
+    const match = header === undefined ? null : /^Bearer ([!-~]+)$/.exec(header);
+    if (!match) throw new UnauthenticatedError();
+    const role = this.roles.get(digest(match[1]!));
+    if (!role) throw new UnauthenticatedError('unknown token');
+    if (RANK[role] < RANK[needed])
+      throw new ForbiddenError(`this needs the ${needed} role; the token has ${role}`);
+    return role;
+  }
+
+  /** A changed file replaces the tokens; an unreadable or invalid one keeps the last good tokens. */
+  private reloadIfChanged(): void {
+    const now = this.now();
+    if (now - this.checkedAt < RECHECK_MS) return;
+    this.checkedAt = now;
+    try {
+      const mtimeMs = statSync(this.path).mtimeMs;
+      if (mtimeMs === this.mtimeMs) return;
+      this.mtimeMs = mtimeMs; // an invalid file is reported once, not at every check
+      this.roles = parseTokens(readFileSync(this.path, 'utf8'), this.path);
+      this.log.info({ tokens: this.roles.size }, 'auth tokens reloaded');
+    } catch (err) {
+      this.log.error(
+        { err: (err as Error).message },
+        'auth tokens file unusable; keeping the previous tokens',
+      );
+    }
+  }
+}
+
+/** The role a request needs, or undefined for the open endpoints (/health, /ready, /metrics). */
+export function neededRole(method: string, parts: string[]): Role | undefined {
+  const reading = method === 'GET' || method === 'HEAD';
+  if (parts[0] === 'buckets') {
+    if (parts[2] === 'props') return reading ? 'read' : 'admin';
+    return reading ? 'read' : 'write';
+  }
+  if (parts[0] === 'admin') return reading ? 'read' : 'admin';
+  return undefined;
+}
