@@ -22,6 +22,9 @@ export interface NodeConfig {
   bootstrap: boolean;
   contextSecretFile: string;
   authTokensFile: string;
+  tlsCert: string;
+  tlsKey: string;
+  tlsCa: string;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -169,6 +172,30 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: 'Gossip membership: comma-separated host:port (transport) of seed nodes to join through. Seeds are contact points only: a node, seed or not, serves once it has heard from a member (so a seed that reaches no other never starts a second ring); only a node started with --bootstrap founds a new cluster. Excludes --members.',
+  },
+  {
+    key: 'tlsCert',
+    flag: 'tls-cert',
+    env: 'DYNAMO_TLS_CERT',
+    kind: 'string',
+    default: '',
+    doc: "Mutual TLS on the peer port (with --tls-key and --tls-ca): this node's certificate (PEM), whose subject common name must be its --node-id. Peers must present certificates of the same CA; a peer's node id is its certificate's. The files are re-read when they change. Empty: plain TCP.",
+  },
+  {
+    key: 'tlsKey',
+    flag: 'tls-key',
+    env: 'DYNAMO_TLS_KEY',
+    kind: 'string',
+    default: '',
+    doc: 'Private key (PEM) of --tls-cert.',
+  },
+  {
+    key: 'tlsCa',
+    flag: 'tls-ca',
+    env: 'DYNAMO_TLS_CA',
+    kind: 'string',
+    default: '',
+    doc: "The cluster CA's certificate (PEM) that peers' certificates must chain to.",
   },
   {
     key: 'authTokensFile',

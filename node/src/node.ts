@@ -37,6 +37,7 @@ import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
+import { PeerTls } from './transport/tls.js';
 import { derivedContextSecret } from './version/index.js';
 
 export interface RunningNode {
@@ -80,6 +81,22 @@ function loadContextSecret(config: NodeConfig, log: Logger): Buffer {
   if (Buffer.byteLength(text) < 16)
     throw new InvalidRequestError('invalid_config', '--context-secret-file must hold at least 16 bytes');
   return Buffer.from(text, 'utf8');
+}
+
+/** Mutual TLS for the peer port from --tls-cert, --tls-key and --tls-ca (all or none). */
+function peerTls(config: NodeConfig, log: Logger): PeerTls | undefined {
+  const files = [config.tlsCert, config.tlsKey, config.tlsCa];
+  if (files.every((f) => f === '')) {
+    log.warn(
+      'no --tls-cert/--tls-key/--tls-ca: the peer port is plain TCP and trusts what peers say they are',
+    );
+    return undefined;
+  }
+  if (files.some((f) => f === ''))
+    throw new InvalidRequestError('invalid_config', '--tls-cert, --tls-key and --tls-ca go together');
+  return new PeerTls({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, (err) =>
+    log.error({ err: err.message }, 'peer TLS files unusable; keeping the previous ones'),
+  );
 }
 
 /** JSON lines on stdout: ISO time, level name, node id, and the request id where there is one. */
@@ -163,6 +180,7 @@ export async function startNode(
 ): Promise<RunningNode> {
   log = log.child({ node: config.nodeId });
   const contextSecret = loadContextSecret(config, log);
+  const tls = peerTls(config, log);
   const auth = config.authTokensFile ? new Authenticator(config.authTokensFile, log) : undefined;
   if (!auth) log.warn('no --auth-tokens-file: the HTTP API is open to anyone who can reach it');
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
@@ -261,6 +279,7 @@ export async function startNode(
     host: config.peerHost,
     port: config.peerPort,
     resolve: (peer) => membership.address(peer),
+    ...(tls ? { tls } : {}),
     onError: (err, context) => log.debug({ err, context }, 'transport error'),
   });
   membership.learnHttp(config.nodeId, config.advertiseHttp);

@@ -150,19 +150,21 @@ export class TestCluster {
     private readonly root: string,
     private readonly args: string[],
     private readonly gossip: boolean,
+    /** Flags of one node only (its own certificate, ...), by id. */
+    private readonly perNode: (id: string) => string[] = () => [],
   ) {}
 
   /** Starts `count` nodes with static membership of all of them; resolves when every one is ready. */
   static async start(
     count: number,
     args: string[] = [],
-    options: { gossip?: boolean } = {},
+    options: { gossip?: boolean; perNode?: (id: string) => string[] } = {},
   ): Promise<TestCluster> {
     if (!existsSync(CLI)) throw new Error(`${CLI} missing: run npm run build first (npm test does)`);
     const root = mkdtempSync(join(tmpdir(), 'dynamo-it-'));
     const nodes: TestNode[] = [];
     for (let i = 0; i < count; i++) nodes.push(await newNode(root, `n${i + 1}`));
-    const cluster = new TestCluster(nodes, root, args, options.gossip ?? false);
+    const cluster = new TestCluster(nodes, root, args, options.gossip ?? false, options.perNode);
     try {
       if (cluster.gossip) {
         // The first node is the seed and founds the cluster (--bootstrap, on this first start only);
@@ -221,7 +223,7 @@ export class TestCluster {
     const args = [CLI, 'node', '--node-id', node.id, ...membership, '--data-dir', node.dataDir];
     args.push('--http-host', at, '--http-port', String(node.httpPort), '--advertise-http', node.url);
     args.push('--peer-host', at, '--peer-port', String(node.peerPort));
-    args.push('--tokens', '64', '--log-level', 'warn', ...this.args, ...extra);
+    args.push('--tokens', '64', '--log-level', 'warn', ...this.args, ...this.perNode(node.id), ...extra);
     const [command, ...before] = [...prefix, process.execPath];
     node.proc = await spawnNode(
       node,

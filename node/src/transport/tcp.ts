@@ -3,6 +3,7 @@
  * A connection opens with a hello naming the cluster and the node; a peer of another cluster is refused.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { DynamoError, PeerUnavailableError, RemoteError, RequestTimeoutError } from '../errors.js';
 import { InFlight } from '../runtime/in-flight.js';
 import {
@@ -13,6 +14,7 @@ import {
   MAX_FRAME_BYTES,
   MAX_HELLO_FRAME_BYTES,
 } from './frame.js';
+import { certificateIdentity, type PeerTls } from './tls.js';
 import type { RequestHandler, Transport } from './transport.js';
 
 export interface TcpTransportOptions {
@@ -31,6 +33,11 @@ export interface TcpTransportOptions {
   /** Most inbound connections at once, and most of them still before their hello. */
   maxConnections?: number;
   maxHandshakes?: number;
+  /**
+   * Mutual TLS: peers must present a certificate of the cluster's CA, and a peer's node id is the one
+   * its certificate names (a hello claiming another is refused). Undefined: plain TCP.
+   */
+  tls?: PeerTls;
   onError?: (err: Error, context: string) => void;
 }
 
@@ -168,7 +175,22 @@ export class TcpTransport implements Transport {
   }
 
   listen(handler: RequestHandler): Promise<void> {
-    const server = createServer((socket) => this.accept(socket, handler));
+    const tls = this.opts.tls;
+    const server = tls
+      ? createTlsServer(
+          {
+            ...tls.options,
+            requestCert: true,
+            rejectUnauthorized: true,
+            handshakeTimeout: this.limits.handshakeTimeoutMs,
+          },
+          (socket) => this.accept(socket, handler, certificateIdentity(socket)),
+        )
+      : createServer((socket) => this.accept(socket, handler));
+    if (tls) {
+      tls.onReload = () => (server as ReturnType<typeof createTlsServer>).setSecureContext(tls.options);
+      server.on('tlsClientError', (err) => this.opts.onError?.(err, 'peer TLS handshake'));
+    }
     server.maxConnections = this.limits.maxConnections;
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -180,7 +202,8 @@ export class TcpTransport implements Transport {
     });
   }
 
-  private accept(socket: Socket, handler: RequestHandler): void {
+  /** identity: the node id the peer's verified certificate names (TLS), or undefined (plain TCP). */
+  private accept(socket: Socket, handler: RequestHandler, identity?: string): void {
     if (this.handshakes >= this.limits.maxHandshakes) {
       socket.destroy();
       return;
@@ -231,6 +254,14 @@ export class TcpTransport implements Transport {
             send(socket, FrameKind.ErrorReply, frame.id, {
               code: 'protocol_mismatch',
               message: `peer protocol ${String(version).slice(0, 16)} is older than ${MIN_PROTOCOL_VERSION}, the oldest this node speaks`,
+            });
+            socket.end();
+            return;
+          }
+          if (this.opts.tls && hello.node !== identity) {
+            send(socket, FrameKind.ErrorReply, frame.id, {
+              code: 'identity_mismatch',
+              message: 'the hello names another node than the peer certificate',
             });
             socket.end();
             return;
@@ -290,7 +321,20 @@ export class TcpTransport implements Transport {
     const colon = address.lastIndexOf(':');
     const host = address.slice(0, colon).replace(/^\[|\]$/g, '');
     const port = Number(address.slice(colon + 1));
-    const socket = createConnection({ host, port });
+    const tls = this.opts.tls;
+    // With TLS, the server must prove to be the peer asked for (a seed: any member of the cluster).
+    const expected = peer.startsWith('seed:') ? undefined : peer;
+    const socket: Socket = tls
+      ? tlsConnect({
+          host,
+          port,
+          secureContext: tls.secureContext(),
+          checkServerIdentity: (_host, cert) =>
+            expected === undefined || cert.subject?.CN === expected
+              ? undefined
+              : new Error(`the certificate at ${address} names ${cert.subject?.CN}, not ${expected}`),
+        })
+      : createConnection({ host, port });
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_MS);
     socket.setTimeout(this.limits.idleTimeoutMs, () => socket.destroy(new Error('idle')));
@@ -357,6 +401,7 @@ export class TcpTransport implements Transport {
    */
   async close(graceMs = 2000): Promise<void> {
     this.closed = true;
+    this.opts.tls?.close();
     const server = this.server;
     const stopped = server && new Promise<void>((resolve) => server.close(() => resolve()));
     for (const conn of this.outbound.values()) conn.socket.destroy();
