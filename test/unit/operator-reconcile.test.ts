@@ -448,7 +448,7 @@ describe('Reconciler', () => {
 });
 
 describe('the context secret', () => {
-  it('is created once, mounted into every node, and never replaced', async () => {
+  it('is created once, mounted into every node (which gets no service account token), and never replaced', async () => {
     const env = setup(SMALL);
     await env.reconcile();
     const secret = () => env.kube.get<V1Secret>('Secret', 'demo-context-secret');
@@ -464,6 +464,7 @@ describe('the context secret', () => {
     expect(pod.volumes).toContainEqual(
       expect.objectContaining({ secret: expect.objectContaining({ secretName: 'demo-context-secret' }) }),
     );
+    expect(pod.automountServiceAccountToken).toBe(false);
     expect(pod.containers[0]!.env).toContainEqual({
       name: 'DYNAMO_CONTEXT_SECRET_FILE',
       value: '/etc/dynamo/secrets/context-secret',

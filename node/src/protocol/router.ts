@@ -55,9 +55,11 @@ export function parseRequest(body: unknown, now = Date.now()): PeerRequest {
     throw invalid(`${op}${first?.path ?? ''}: ${first?.message ?? 'invalid'}`);
   }
   const req = body as PeerRequest;
-  if ('k' in req && Buffer.byteLength(req.k, 'utf8') > MAX_KEY_BYTES)
+  // By the op's schema, not by the fields present: a schema lets unknown fields through unchecked.
+  const fields = REQUESTS[req.op].properties as Record<string, unknown>;
+  if ('k' in fields && Buffer.byteLength((req as { k: string }).k, 'utf8') > MAX_KEY_BYTES)
     throw invalid(`${op}/k: keys are at most ${MAX_KEY_BYTES} bytes`);
-  if ('obj' in req) decodeForeignObject(req.obj);
+  if ('obj' in fields) decodeForeignObject((req as { obj: Buffer }).obj);
   if (req.op === 'stream.push') {
     for (const [bucket, key, obj] of req.entries) {
       if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES)

@@ -112,6 +112,8 @@ export function buildStatefulSet(
         },
         spec: {
           terminationGracePeriodSeconds: 60,
+          // Nodes never call the Kubernetes API: no token of theirs to steal.
+          automountServiceAccountToken: false,
           // The image's non-root user; fsGroup makes the data volume writable by it on any storage.
           securityContext: {
             runAsNonRoot: true,
