@@ -26,6 +26,7 @@ export const clientServiceName = (cluster: string): string => cluster;
 export const tokenConfigMapName = (cluster: string): string => `${cluster}-tokens`;
 export const contextSecretName = (cluster: string): string => `${cluster}-context-secret`;
 export const pdbName = (cluster: string): string => cluster;
+export const networkPolicyName = (cluster: string): string => `${cluster}-peers-only`;
 export const podName = (cluster: string, ordinal: number): string => `${cluster}-${ordinal}`;
 export const VOLUME_CLAIM = 'data';
 /** The PersistentVolumeClaim the StatefulSet made for a pod. */

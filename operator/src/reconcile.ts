@@ -21,6 +21,7 @@ import {
 } from './names.js';
 import type { NodeAdmin, NodeUrlResolver } from './node-admin.js';
 import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
+import { buildNetworkPolicy } from './objects/network-policy.js';
 import { buildContextSecret } from './objects/secrets.js';
 import { buildClientService, buildPeerService } from './objects/services.js';
 import { buildStatefulSet, claimedStorage, keepImmutableFields } from './objects/statefulset.js';
@@ -168,6 +169,7 @@ export class Reconciler {
 
   private async ensureDisruptionBudget(ctx: ReconcileContext): Promise<StepResult> {
     await this.applyOwned(ctx, buildPodDisruptionBudget(ctx.cluster));
+    await this.applyOwned(ctx, buildNetworkPolicy(ctx.cluster));
     return CONTINUE;
   }
 

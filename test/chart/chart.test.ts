@@ -80,6 +80,7 @@ const CONTROLLER_GRANTS: Record<string, string[]> = {
   '/services': OWNED,
   '/configmaps': OWNED,
   'policy/poddisruptionbudgets': OWNED,
+  'networking.k8s.io/networkpolicies': OWNED,
   // The context secret: created once, never listed, watched or updated.
   '/secrets': ['get', 'create', 'patch'],
   '/pods': ['get', 'list', 'watch', 'delete'],

@@ -20,6 +20,7 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   loadYaml,
+  NetworkingV1Api,
   PatchStrategy,
   PolicyV1Api,
   setHeaderOptions,
@@ -267,9 +268,23 @@ describe('DynamoCluster operator against a real API server', () => {
     const pdb = await cp.kubeConfig
       .makeApiClient(PolicyV1Api)
       .readNamespacedPodDisruptionBudget({ name: 'demo', namespace: NS });
-    for (const object of [sts, peers, client, tokens, pdb]) {
+    const policy = await cp.kubeConfig
+      .makeApiClient(NetworkingV1Api)
+      .readNamespacedNetworkPolicy({ name: 'demo-peers-only', namespace: NS });
+    const secret = await core.readNamespacedSecret({ name: 'demo-context-secret', namespace: NS });
+    for (const object of [sts, peers, client, tokens, pdb, policy, secret]) {
       expect(object.metadata?.ownerReferences?.[0]).toMatchObject(owner);
     }
+    // The peer port admits only this cluster's pods; the HTTP port stays open to clients.
+    expect(policy.spec?.ingress).toEqual([
+      {
+        _from: [{ podSelector: { matchLabels: policy.spec?.podSelector?.matchLabels } }],
+        ports: [{ protocol: 'TCP', port: 7070 }],
+      },
+      { ports: [{ protocol: 'TCP', port: 8080 }] },
+    ]);
+    expect(policy.spec?.podSelector?.matchLabels).toMatchObject({ 'dynamokv.io/cluster': 'demo' });
+    expect(Buffer.from(secret.data?.['context-secret'] ?? '', 'base64').toString()).toMatch(/^[0-9a-f]{64}$/);
     expect(peers.spec?.clusterIP).toBe('None');
     expect(peers.spec?.publishNotReadyAddresses).toBe(true);
     expect(client.spec?.ports?.[0]).toMatchObject({ name: 'http', port: 8080 });
