@@ -6,6 +6,7 @@
 import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REQUESTS } from '../../node/src/protocol/schema.js';
 import { encodeFrame, FrameDecoder, FrameKind } from '../../node/src/transport/frame.js';
 import { TestCluster } from './harness.js';
 
@@ -109,25 +110,7 @@ describe('fuzzing a node', () => {
     await new Promise((r) => socket.once('connect', r));
     for (const part of encodeFrame(FrameKind.Hello, 0, { cluster: 'dynamo', node: 'fuzzer', protocol: 1 }))
       socket.write(part);
-    const ops = [
-      'get',
-      'put',
-      'merge',
-      'put.hint',
-      'hint.store',
-      'reap',
-      'props.set',
-      'props.all',
-      'info',
-      'gossip.syn',
-      'gossip.push',
-      'ae.root',
-      'ae.children',
-      'ae.keys',
-      'stream.pull',
-      'stream.push',
-      'nope',
-    ];
+    const ops = [...Object.keys(REQUESTS), 'nope'];
     const payload = fc.oneof(
       fc.anything(),
       fc

@@ -83,29 +83,15 @@ const MemberEntry = T.Object({
 const Cluster = T.String({ maxLength: 256 });
 const Indices = T.Array(T.Integer({ minimum: 0, maximum: 2 ** 31 }), { maxItems: 1 << 20 });
 
+/** A write to coordinate: the fields of put and of put.hint (which adds the replica it stands in for). */
+const PUT = { b: Bucket, k: Key, ctx: VersionVector, sib: SiblingSchema, lww: T.Boolean(), rid: Rid };
+
 /** Each request by its op: the whole protocol. */
 export const REQUESTS = {
   get: T.Object({ op: T.Literal('get'), b: Bucket, k: Key, rid: Rid }),
-  put: T.Object({
-    op: T.Literal('put'),
-    b: Bucket,
-    k: Key,
-    ctx: VersionVector,
-    sib: SiblingSchema,
-    lww: T.Boolean(),
-    rid: Rid,
-  }),
+  put: T.Object({ op: T.Literal('put'), ...PUT }),
   merge: T.Object({ op: T.Literal('merge'), b: Bucket, k: Key, obj: Buf, lww: T.Boolean(), rid: Rid }),
-  'put.hint': T.Object({
-    op: T.Literal('put.hint'),
-    target: Id,
-    b: Bucket,
-    k: Key,
-    ctx: VersionVector,
-    sib: SiblingSchema,
-    lww: T.Boolean(),
-    rid: Rid,
-  }),
+  'put.hint': T.Object({ op: T.Literal('put.hint'), target: Id, ...PUT }),
   'hint.store': T.Object({ op: T.Literal('hint.store'), target: Id, b: Bucket, k: Key, obj: Buf, rid: Rid }),
   reap: T.Object({ op: T.Literal('reap'), b: Bucket, k: Key, obj: Buf }),
   'props.set': T.Object({ op: T.Literal('props.set'), props: StampedProps }),
