@@ -73,6 +73,14 @@ describe('peer protocol validation', () => {
     expect(verdict({ op: 'put', b: 'b', k: 'k', ctx: [['a', 2 ** 53 - 1]], sib: sib(), lww: false })).toBe(
       'invalid_message',
     );
+    // a gossip generation far in the future (it removed a live member from every ring for good)
+    const entry = { id: 'n1', address: 'h:1', tokens: [], status: 'up', version: 1 };
+    expect(
+      verdict({ op: 'gossip.push', cluster: 'c', entries: [{ ...entry, generation: 2 ** 53 - 1 }] }),
+    ).toBe('invalid_message');
+    expect(
+      verdict({ op: 'gossip.push', cluster: 'c', entries: [{ ...entry, generation: Date.now() }] }),
+    ).toBe('accepted');
     // bad names, keys and ops
     expect(verdict({ op: 'get', b: 'a/b', k: 'k' })).toBe('invalid_message');
     expect(verdict({ op: 'get', b: 'b', k: 'é'.repeat(600) })).toBe('invalid_message');

@@ -18,6 +18,8 @@ import { ClockSchema, type Op, type PeerRequest, REQUESTS } from './schema.js';
 
 /** How far ahead of this node's clock a peer's props timestamp may be (clock skew). */
 export const MAX_PROPS_AHEAD_MS = 10 * 60_000;
+/** How far ahead of this node's clock a member's gossip generation may be. */
+export const MAX_GENERATION_AHEAD_MS = 24 * 3600_000;
 const MAX_KEY_BYTES = 1024;
 
 const invalid = (message: string) => new InvalidRequestError('invalid_message', message);
@@ -66,6 +68,13 @@ export function parseRequest(body: unknown, now = Date.now()): PeerRequest {
         throw invalid(`stream.push: key too long in ${bucket}`);
       decodeForeignObject(obj, 'stream.push/entries/obj');
     }
+  }
+  if (req.op === 'gossip.push') {
+    // A generation is a start time (or one more than the last); one far ahead would outrank every
+    // later restart of that member for ever (seen: 2^53 - 1 removed a live member from every ring).
+    for (const e of req.entries)
+      if (e.generation > now + MAX_GENERATION_AHEAD_MS)
+        throw invalid(`gossip.push: generation of ${e.id} is in the future`);
   }
   if (req.op === 'props.set') {
     const { props, ts } = req.props;
