@@ -25,6 +25,8 @@ export interface NodeConfig {
   tlsCert: string;
   tlsKey: string;
   tlsCa: string;
+  httpTlsCert: string;
+  httpTlsKey: string;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -196,6 +198,22 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: "The cluster CA's certificate (PEM) that peers' certificates must chain to.",
+  },
+  {
+    key: 'httpTlsCert',
+    flag: 'http-tls-cert',
+    env: 'DYNAMO_HTTP_TLS_CERT',
+    kind: 'string',
+    default: '',
+    doc: 'HTTPS on the client port (with --http-tls-key): the certificate (PEM) clients see. Re-read when it changes. Empty: plain HTTP.',
+  },
+  {
+    key: 'httpTlsKey',
+    flag: 'http-tls-key',
+    env: 'DYNAMO_HTTP_TLS_KEY',
+    kind: 'string',
+    default: '',
+    doc: 'Private key (PEM) of --http-tls-cert.',
   },
   {
     key: 'authTokensFile',

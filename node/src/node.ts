@@ -2,9 +2,10 @@
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createSecureContext } from 'node:tls';
 import { type Logger, pino } from 'pino';
 import { Authenticator } from './api/auth.js';
-import { createHttpServer } from './api/http.js';
+import { createHttpServer, type ServerTls } from './api/http.js';
 import type { NodeContext } from './api/node-context.js';
 import { BucketPropsTable, type StampedProps } from './buckets/props.js';
 import type { NodeConfig } from './config.js';
@@ -37,7 +38,7 @@ import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
-import { PeerTls } from './transport/tls.js';
+import { PeerTls, WatchedFiles } from './transport/tls.js';
 import { derivedContextSecret } from './version/index.js';
 
 export interface RunningNode {
@@ -97,6 +98,20 @@ function peerTls(config: NodeConfig, log: Logger): PeerTls | undefined {
   return new PeerTls({ cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa }, (err) =>
     log.error({ err: err.message }, 'peer TLS files unusable; keeping the previous ones'),
   );
+}
+
+/** HTTPS for the client port from --http-tls-cert and --http-tls-key (both or none). */
+function httpTls(config: NodeConfig, log: Logger): (ServerTls & { close(): void }) | undefined {
+  if (!config.httpTlsCert && !config.httpTlsKey) return undefined;
+  if (!config.httpTlsCert || !config.httpTlsKey)
+    throw new InvalidRequestError('invalid_config', '--http-tls-cert and --http-tls-key go together');
+  const files = new WatchedFiles(
+    { cert: config.httpTlsCert, key: config.httpTlsKey },
+    (pem) => void createSecureContext(pem),
+    (err) => log.error({ err: err.message }, 'client TLS files unusable; keeping the previous ones'),
+    '--http-tls-cert/--http-tls-key',
+  );
+  return { options: () => files.current, onChange: (f) => files.onChange(f), close: () => files.close() };
 }
 
 /** JSON lines on stdout: ISO time, level name, node id, and the request id where there is one. */
@@ -181,6 +196,7 @@ export async function startNode(
   log = log.child({ node: config.nodeId });
   const contextSecret = loadContextSecret(config, log);
   const tls = peerTls(config, log);
+  const clientTls = httpTls(config, log);
   const auth = config.authTokensFile ? new Authenticator(config.authTokensFile, log) : undefined;
   if (!auth) log.warn('no --auth-tokens-file: the HTTP API is open to anyone who can reach it');
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
@@ -534,7 +550,7 @@ export async function startNode(
     ...(rebuild ? { rebuild } : {}),
     widening,
   };
-  const server = createHttpServer(ctx);
+  const server = createHttpServer(ctx, clientTls);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(config.httpPort, config.httpHost, () => {
@@ -593,6 +609,7 @@ export async function startNode(
       const left = await coordinator.drain(5000);
       if (left > 0) log.warn({ left }, 'replica calls still running at shutdown');
       await transport.close();
+      clientTls?.close();
       await known?.settled();
       await store.close();
       log.info('node stopped');

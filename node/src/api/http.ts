@@ -11,6 +11,7 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import {
   ClientAbortedError,
   DynamoError,
@@ -149,6 +150,12 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
   }
 }
 
+/** The client port's certificate: its current PEM options, and a hook for when the files change. */
+export interface ServerTls {
+  options(): { cert: Buffer; key: Buffer };
+  onChange(reload: () => void): void;
+}
+
 /** The status and code a request Node's HTTP parser refused gets (it never reaches route). */
 function parserError(code: string | undefined): [number, string, string] {
   if (code === 'HPE_HEADER_OVERFLOW') return [431, 'headers_too_large', 'request headers too large'];
@@ -163,19 +170,21 @@ function parserError(code: string | undefined): [number, string, string] {
  * --http-max-connections connections; idle keep-alive connections last 65 s (beyond the usual 60 s of
  * load balancers, so they close first).
  */
-export function createHttpServer(ctx: NodeContext): Server {
+export function createHttpServer(ctx: NodeContext, tls?: ServerTls): Server {
   const requestTimeout = ctx.config.httpRequestTimeoutMs;
-  const server = createServer(
-    {
-      keepAliveTimeout: 65_000,
-      requestTimeout,
-      headersTimeout: Math.max(1000, Math.floor(requestTimeout / 3)),
-      connectionsCheckingInterval: 1000,
-    },
-    (req, res) => {
-      void route(ctx, req, res);
-    },
-  );
+  const options = {
+    keepAliveTimeout: 65_000,
+    requestTimeout,
+    headersTimeout: Math.max(1000, Math.floor(requestTimeout / 3)),
+    connectionsCheckingInterval: 1000,
+  };
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
+    void route(ctx, req, res);
+  };
+  const server: Server = tls
+    ? createHttpsServer({ ...options, ...tls.options() }, handle)
+    : createServer(options, handle);
+  if (tls) tls.onChange(() => (server as HttpsServer).setSecureContext(tls.options()));
   server.maxConnections = ctx.config.httpMaxConnections;
   // Errors of Node's own parser get a JSON body too, like every other error.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

@@ -1,5 +1,7 @@
 /** `dynamo status`, `decommission` and `cleanup`: one node's lifecycle, its streams and its cleanup. */
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, fetch } from 'undici';
 import type { CleanupStatus } from '../streaming/cleanup.js';
 import type { StreamStatus } from '../streaming/streamer.js';
 
@@ -17,10 +19,13 @@ const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 async function admin(endpoint: string, path: string, method = 'GET'): Promise<NodeStatus> {
   const token = process.env.DYNAMO_TOKEN;
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+  const caFile = process.env.DYNAMO_CA;
+  const dispatcher = caFile ? new Agent({ connect: { ca: readFileSync(caFile) } }) : undefined;
   const res = await fetch(new URL(path, endpoint), {
     method,
     headers,
     signal: AbortSignal.timeout(10_000),
+    ...(dispatcher ? { dispatcher } : {}),
   }).catch((err: Error) => {
     const cause = (err.cause as Error | undefined)?.message ?? err.message;
     throw new Error(`cannot reach the node at ${endpoint} (${cause}); is it running?`);

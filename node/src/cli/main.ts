@@ -29,7 +29,8 @@ commands:
   help
 
 client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081) and --token T
-(default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file`;
+(default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file, and --ca FILE (default $DYNAMO_CA)
+to trust for an https:// endpoint`;
 
 class UsageError extends Error {}
 
@@ -93,6 +94,7 @@ const clientOptions = {
   watch: { type: 'boolean' },
   force: { type: 'boolean' },
   token: { type: 'string' },
+  ca: { type: 'string' },
 } as const;
 
 /** Prints a value as text when it is printable UTF-8, base64 otherwise. */
@@ -119,11 +121,19 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
   // --token, else DYNAMO_TOKEN: what the admin calls below send too.
   if (values.token !== undefined) process.env.DYNAMO_TOKEN = values.token;
   const token = process.env.DYNAMO_TOKEN;
+  // --ca, else DYNAMO_CA: the CA file to trust for an https:// endpoint (the admin calls read it too).
+  if (values.ca !== undefined) process.env.DYNAMO_CA = values.ca;
+  const ca = process.env.DYNAMO_CA ? readFileSync(process.env.DYNAMO_CA) : undefined;
   if (command === 'status') return cmdStatus(endpoint, values.watch ?? false);
   if (command === 'decommission')
     return cmdDecommission(endpoint, values.force ?? false, values.watch ?? false);
   if (command === 'cleanup') return cmdCleanup(endpoint, values.watch ?? false);
-  const client = new DynamoClient({ seeds: [endpoint], retries: 1, ...(token ? { token } : {}) });
+  const client = new DynamoClient({
+    seeds: [endpoint],
+    retries: 1,
+    ...(token ? { token } : {}),
+    ...(ca ? { ca } : {}),
+  });
   try {
     if (command === 'ring') {
       const ring = await client.ring();

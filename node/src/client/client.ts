@@ -33,6 +33,8 @@ export interface DynamoClientOptions {
   connectionsPerNode?: number;
   /** Bearer token sent with every request, for nodes started with --auth-tokens-file. */
   token?: string;
+  /** CA certificate(s) (PEM) to trust for https:// seeds (nodes started with --http-tls-cert). */
+  ca?: string | Buffer;
 }
 
 export interface Sibling {
@@ -193,7 +195,11 @@ export class DynamoClient {
     this.authorization = options.token ? `Bearer ${options.token}` : undefined;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.retries = options.retries ?? 2;
-    this.agent = new Agent({ connections: options.connectionsPerNode ?? 16, keepAliveTimeout: 30_000 });
+    this.agent = new Agent({
+      connections: options.connectionsPerNode ?? 16,
+      keepAliveTimeout: 30_000,
+      ...(options.ca ? { connect: { ca: options.ca } } : {}),
+    });
     this.refreshTimer = setInterval(
       () => void this.refreshRing().catch(() => undefined),
       options.ringRefreshMs ?? 30_000,
