@@ -75,6 +75,6 @@ describe('HTTPS on the client port', () => {
     ]);
     expect(stdout.trim()).toBe('secret');
     await expect(fetch(`${url}/buckets/s/keys/k`)).rejects.toThrow(); // the CA is not trusted
-    await expect(fetch(url.replace('https:', 'http:') + '/buckets/s/keys/k')).rejects.toThrow();
+    await expect(fetch(`${url.replace('https:', 'http:')}/buckets/s/keys/k`)).rejects.toThrow();
   });
 });
