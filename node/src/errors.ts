@@ -143,11 +143,20 @@ export class PeerUnavailableError extends Error {
   constructor(
     readonly peer: string,
     message: string,
+    /**
+     * True when the request was sent before the connection failed: the peer may still apply it (a
+     * paused process reads it on resume). False: it never left this node.
+     */
+    readonly mayHaveArrived = false,
   ) {
     super(`${peer}: ${message}`);
     this.name = 'PeerUnavailableError';
   }
 }
+
+/** Whether err leaves it unknown if the peer applied the request (it may apply it later still). */
+export const outcomeUnknown = (err: unknown): boolean =>
+  err instanceof RequestTimeoutError || (err instanceof PeerUnavailableError && err.mayHaveArrived);
 
 /** Transport: the peer did not answer within the request's timeout. */
 export class RequestTimeoutError extends Error {
@@ -204,5 +213,27 @@ export class UnresolvedSiblingsError extends Error {
   ) {
     super(`${siblings.length} concurrent siblings and no resolve function: pass { resolve } to update()`);
     this.name = 'UnresolvedSiblingsError';
+  }
+}
+
+/**
+ * A write whose coordinating replica did not answer after it was sent the write: it may store it,
+ * now or later, or never. Not retried on another replica (that would store it a second time, under a
+ * second dot, beyond the reach of a later delete); the client learns the outcome by reading.
+ */
+export class WriteOutcomeUnknownError extends DynamoError {
+  readonly status = 503;
+  readonly code = 'write_outcome_unknown';
+  constructor(
+    readonly peer: string,
+    readonly reasons: string[],
+  ) {
+    super(
+      `replica ${peer} did not answer after it was sent the write; it may or may not be stored: read the key to find out`,
+    );
+    this.name = 'WriteOutcomeUnknownError';
+  }
+  override details() {
+    return { replica: this.peer };
   }
 }

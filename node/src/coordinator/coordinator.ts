@@ -4,7 +4,13 @@
  */
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
-import { QuorumNotMetError, RemoteError, TooManySiblingsError } from '../errors.js';
+import {
+  outcomeUnknown,
+  QuorumNotMetError,
+  RemoteError,
+  TooManySiblingsError,
+  WriteOutcomeUnknownError,
+} from '../errors.js';
 import type { Membership } from '../membership/membership.js';
 import type { GetReply, PutReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey } from '../ring/index.js';
@@ -132,6 +138,10 @@ export class Coordinator {
         }
         reasons.push((err as Error).message);
         this.deps.log.debug({ peer, err: (err as Error).message, rid: opts.rid }, 'put coordination failed');
+        // It may still apply the write, later, under a dot of its own: a retry elsewhere would store it
+        // twice, and the late copy would survive a delete of the first (no context covers it). The
+        // write's outcome is unknown: say so (the client may read and write again).
+        if (outcomeUnknown(err)) throw new WriteOutcomeUnknownError(peer, reasons);
       }
     }
     const standIns = opts.strict ? [] : this.substitutes(bucket, key, pref);
@@ -146,6 +156,7 @@ export class Coordinator {
         break;
       } catch (err) {
         reasons.push((err as Error).message);
+        if (outcomeUnknown(err)) throw new WriteOutcomeUnknownError(sub, reasons);
       }
     }
     if (!first) throw new QuorumNotMetError('put', opts.w, 0, reasons);

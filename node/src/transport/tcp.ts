@@ -135,9 +135,11 @@ class PeerConnection {
 
   fail(err: Error): void {
     this.closedError ??= err;
+    // These were sent: the peer may have them (in its socket buffer, or applied before it crashed).
+    const sent = new PeerUnavailableError(this.peer, `${err.message} (after the request was sent)`, true);
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
-      p.reject(err);
+      p.reject(sent);
     }
     this.pending.clear();
   }
