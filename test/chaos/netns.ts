@@ -2,15 +2,40 @@
  * Real node processes, each in its own Linux network namespace, wired to one bridge (in a namespace of
  * its own) like hosts on a switch; the test process reaches them through one more veth. A partition is
  * a blackhole route in each node's namespace for the addresses across it: packets vanish as on a real
- * network, TCP connections hang until timeouts and the failure detector notice. Needs root and iproute2.
+ * network, TCP connections hang until timeouts and the failure detector notice. Spare namespaces wait
+ * for a node that joins later; a node can move to a new address in its namespace (a rescheduled pod).
+ * Needs root and iproute2.
  */
-import { type ChildProcess, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { CLI, spawnNode } from '../integration/harness.js';
+import { dirname, join, relative, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLI } from '../integration/harness.js';
+import { clockSetBack } from '../support/system-tools.js';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+
+/** The node CLI the clusters run: the build, or a snapshot of it (snapshotBuild). */
+let cli = CLI;
+
+/**
+ * Runs every node of later clusters from a copy of the build taken now, so a rebuild during a long run
+ * (npm run build while developing) cannot leave a cluster of mixed versions. Returns the cleanup.
+ */
+export function snapshotBuild(): () => void {
+  const dist = resolve(dirname(CLI), '../../..'); // dist/node/src/cli/main.js -> dist
+  const repo = dirname(dist);
+  const dir = mkdtempSync(join(tmpdir(), 'dynamo-chaos-build-'));
+  cpSync(join(dist, 'node'), join(dir, 'dist', 'node'), { recursive: true });
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ type: 'module' }));
+  symlinkSync(join(repo, 'node_modules'), join(dir, 'node_modules'));
+  cli = join(dir, relative(repo, CLI));
+  return () => {
+    cli = CLI;
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
 
 export interface NsNode {
   id: string;
@@ -26,6 +51,18 @@ export interface NsNode {
   stopping?: boolean;
 }
 
+export interface ClusterOptions {
+  /** Namespaces for nodes that are not started with the cluster (n<count+1>, ...): they join later. */
+  spares?: number;
+}
+
+/** What a node that was expected to refuse to start printed, and how it exited. */
+export interface Refusal {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  output: string;
+}
+
 export interface StartOptions {
   /** Set the node's clock back this many seconds (libfaketime); 0 = the real clock. */
   skewSeconds?: number;
@@ -33,26 +70,24 @@ export interface StartOptions {
   bootstrap?: boolean;
 }
 
-/** Debian's libfaketime (hack/install-test-tools.sh installs it). */
-function libfaketime(): string {
-  const dirs = ['/usr/lib/faketime', ...readdirSync('/usr/lib').map((d) => `/usr/lib/${d}/faketime`)];
-  const found = dirs.map((d) => `${d}/libfaketime.so.1`).find((f) => existsSync(f));
-  if (!found) throw new Error('libfaketime not found: run bash hack/install-test-tools.sh (as root)');
-  return found;
-}
-
 export class NetnsCluster {
   private readonly blackholes = new Set<string>();
+  /** Last byte of the next address a moved node gets (the nodes' own are .2 to .<count+spares+1>). */
+  private nextHost = 100;
 
   private constructor(
     readonly nodes: NsNode[],
     private readonly tag: string,
     private readonly root: string,
     private readonly args: string[],
+    private readonly subnet: string,
   ) {}
 
-  /** Namespaces dkv<tag>-*, a bridge, and count nodes started through gossip (n1 is the seed). */
-  static async start(count: number, args: string[] = []): Promise<NetnsCluster> {
+  /**
+   * Namespaces dkv<tag>-*, a bridge, and count nodes started through gossip (n1 and n2 are the seeds),
+   * plus opts.spares namespaces whose nodes are not started.
+   */
+  static async start(count: number, args: string[] = [], opts: ClusterOptions = {}): Promise<NetnsCluster> {
     if (process.getuid?.() !== 0)
       throw new Error('the partition test makes network namespaces: run it as root (CI does)');
     const tag = String(process.pid % 10000);
@@ -83,7 +118,7 @@ export class NetnsCluster {
     ip('link', 'set', host, 'up');
     const root = mkdtempSync(join(tmpdir(), 'dynamo-netns-'));
     const nodes: NsNode[] = [];
-    for (let i = 1; i <= count; i++) {
+    for (let i = 1; i <= count + (opts.spares ?? 0); i++) {
       const ns = `dkv${tag}-n${i}`;
       ip('netns', 'add', ns);
       ip('-n', ns, 'link', 'set', 'lo', 'up');
@@ -102,10 +137,10 @@ export class NetnsCluster {
         crashes: [],
       });
     }
-    const cluster = new NetnsCluster(nodes, tag, root, args);
+    const cluster = new NetnsCluster(nodes, tag, root, args, subnet);
     try {
       await cluster.startNode(0, { bootstrap: true });
-      await Promise.all(nodes.slice(1).map((_, i) => cluster.startNode(i + 1)));
+      await Promise.all(nodes.slice(1, count).map((_, i) => cluster.startNode(i + 1)));
     } catch (err) {
       // The caller never gets the cluster to stop: remove its processes and namespaces here.
       await cluster.stop();
@@ -118,19 +153,14 @@ export class NetnsCluster {
     return this.nodes[i]!.url;
   }
 
-  /** Starts (or restarts, on its data directory) node i; resolves once it answers /ready. */
-  async startNode(i: number, opts: StartOptions = {}): Promise<void> {
+  /** The command line of node i in its namespace, advertising its current address. */
+  private command(i: number, opts: StartOptions): string[] {
     const node = this.nodes[i]!;
     // n1 and n2 are the seeds (n2 only once there is one), so both seeds can be killed at once.
     const seeds = this.nodes.slice(0, Math.min(2, this.nodes.length)).map((n) => `${n.address}:7070`);
     const args = ['netns', 'exec', node.ns];
-    if (opts.skewSeconds) {
-      // libfaketime preloaded by env, which execs (the faketime wrapper forks, and a kill would miss
-      // the node). Timers keep the real monotonic clock; only the wall clock (Date.now) is set back.
-      args.push('env', `LD_PRELOAD=${libfaketime()}`, `FAKETIME=-${opts.skewSeconds}s`);
-      args.push('FAKETIME_DONT_FAKE_MONOTONIC=1');
-    }
-    args.push(process.execPath, CLI, 'node', '--node-id', node.id);
+    if (opts.skewSeconds) args.push(...clockSetBack(opts.skewSeconds));
+    args.push(process.execPath, cli, 'node', '--node-id', node.id);
     args.push(
       '--seeds',
       seeds.join(','),
@@ -141,15 +171,109 @@ export class NetnsCluster {
     );
     args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
     args.push(...this.args, ...(opts.bootstrap ? ['--bootstrap'] : []));
-    node.stopping = false;
-    const proc = await spawnNode(node, 'ip', args, `${node.url}/ready`, 30_000);
+    return args;
+  }
+
+  /** Spawns node i's process, keeping its output in node.output (which keeps growing across restarts). */
+  private spawn(i: number, opts: StartOptions): { proc: ChildProcess; exited: Promise<void> } {
+    const node = this.nodes[i]!;
+    const proc = spawn('ip', this.command(i, opts), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (b: Buffer) => node.output.push(b.toString());
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
     node.proc = proc;
+    const exited = new Promise<void>((r) => proc.once('close', () => r()));
+    return { proc, exited };
+  }
+
+  /** True once url/ready answers 200. */
+  private async ready(i: number): Promise<boolean> {
+    try {
+      return (await fetch(`${this.url(i)}/ready`, { signal: AbortSignal.timeout(1000) })).ok;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Starts (or restarts, on its data directory) node i; resolves once it answers /ready. Rejects, with
+   * what it printed, when it exits first or is not ready within timeoutMs (then it is killed).
+   */
+  async startNode(i: number, opts: StartOptions = {}, timeoutMs = 30_000): Promise<void> {
+    const node = this.nodes[i]!;
+    const from = node.output.length;
+    node.stopping = false;
+    let started = false;
+    let done = false;
+    const { proc, exited } = this.spawn(i, opts);
     proc.once('exit', (code, signal) => {
-      if (!node.stopping && node.proc === proc) {
+      if (started && !node.stopping && node.proc === proc) {
         const tail = node.output.join('').trim().split('\n').slice(-3).join(' / ');
         node.crashes.push(`${signal ?? `exit ${code}`}: ${tail.slice(0, 600)}`);
       }
     });
+    void exited.then(() => {
+      done = true;
+    });
+    const deadline = Date.now() + timeoutMs;
+    while (!done && Date.now() < deadline) {
+      if (await this.ready(i)) {
+        started = true;
+        return;
+      }
+      await sleep(100);
+    }
+    const printed = () => node.output.slice(from).join('').trim().slice(-1500);
+    if (done) throw new Error(`${node.id} exited before it was ready: ${printed()}`);
+    await this.kill(i);
+    throw new Error(`${node.id} not ready within ${timeoutMs / 1000} s (killed): ${printed()}`);
+  }
+
+  /**
+   * Starts node i where it must refuse to start (on the data of a member that was removed): resolves
+   * with how it exited and what it printed. Rejects, after killing it, if it answers /ready instead or
+   * neither exits nor gets ready within timeoutMs.
+   */
+  async startRefused(i: number, timeoutMs = 30_000): Promise<Refusal> {
+    const node = this.nodes[i]!;
+    const from = node.output.length;
+    node.stopping = true; // its exit is expected: no crash
+    const { proc, exited } = this.spawn(i, {});
+    let done = false;
+    void exited.then(() => {
+      done = true;
+    });
+    const deadline = Date.now() + timeoutMs;
+    while (!done && Date.now() < deadline) {
+      if (await this.ready(i)) {
+        await this.kill(i);
+        throw new Error(`${node.id} started (answered /ready) where it had to refuse to`);
+      }
+      await sleep(100);
+    }
+    if (!done) {
+      await this.kill(i);
+      throw new Error(`${node.id} neither refused to start nor got ready within ${timeoutMs / 1000} s`);
+    }
+    await exited;
+    return { code: proc.exitCode, signal: proc.signalCode, output: node.output.slice(from).join('') };
+  }
+
+  /**
+   * Moves stopped node i to a new address in its namespace (the old one is deleted, so nothing reaches
+   * it there any more), as a rescheduled pod gets a new IP; its next start advertises the new one.
+   */
+  moveAddress(i: number): string {
+    if (this.running(i)) throw new Error(`stop ${this.nodes[i]!.id} before moving its address`);
+    const node = this.nodes[i]!;
+    if (this.nextHost > 254) throw new Error('no addresses left to move nodes to');
+    const address = `${this.subnet}.${this.nextHost++}`;
+    // The old one first: deleting a primary address deletes the secondaries of its subnet with it.
+    ip('-n', node.ns, 'addr', 'del', `${node.address}/24`, 'dev', 'eth0');
+    ip('-n', node.ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+    node.address = address;
+    node.url = `http://${address}:8080`;
+    return address;
   }
 
   /** True while node i's process runs (it may be paused). */
@@ -179,7 +303,7 @@ export class NetnsCluster {
     this.nodes[i]!.proc?.kill('SIGCONT');
   }
 
-  /** Kills node i and deletes its data directory (a lost volume). */
+  /** Kills node i (when it runs) and deletes its data directory (a lost volume). */
   async wipe(i: number): Promise<void> {
     await this.kill(i);
     rmSync(this.nodes[i]!.dataDir, { recursive: true, force: true });

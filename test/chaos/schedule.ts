@@ -16,12 +16,19 @@ export const FAULT_KINDS = [
   'pause',
   'wipe',
   'skew',
+  'remove-restart',
+  'join-decommission',
+  'address-change',
 ] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface Fault {
   kind: FaultKind;
-  /** Node indices the fault applies to (a partition's first group, the nodes killed, paused, ...). */
+  /**
+   * Node indices the fault applies to (a partition's first group, the nodes killed, paused, ...). For
+   * join-decommission: the spare node, index `nodes` (one past the members the cluster starts with).
+   * remove-restart and address-change never pick n1 or n2, the seeds, so the seeds stay reachable.
+   */
   nodes: number[];
   /** For partitions: the second group (halves, isolate, bridge) or unused (ring). */
   others: number[];
@@ -34,6 +41,7 @@ export interface Fault {
 }
 
 export interface ScheduleOptions {
+  /** Members the cluster starts with (join-decommission adds one more, index nodes). */
   nodes: number;
   faults: number;
   /** Kinds to draw from (default: all). */
@@ -103,6 +111,14 @@ export function generateSchedule(seed: number, opts: ScheduleOptions): Fault[] {
         break;
       case 'kill-busiest':
         fault.nodes = []; // chosen when it strikes: the node with the most writes in flight
+        break;
+      case 'remove-restart':
+      case 'address-change':
+        // Not a seed (n1, n2): other nodes start with the seeds' addresses, and reach them through them.
+        fault.nodes = nodes.filter((i) => i >= 2).slice(0, 1);
+        break;
+      case 'join-decommission':
+        fault.nodes = [opts.nodes]; // the spare: started (joins), then decommissioned
         break;
     }
     if (kind === 'skew') fault.skewSeconds = rng.int(60, 3600);

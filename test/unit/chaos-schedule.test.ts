@@ -15,7 +15,15 @@ describe('chaos schedules', () => {
       const s = generateSchedule(seed, { nodes: 5, faults: 0, everyKind: true });
       expect(s.map((f) => f.kind).sort()).toEqual([...FAULT_KINDS].sort());
       for (const f of s) {
-        for (const i of [...f.nodes, ...f.others]) expect(i >= 0 && i < 5).toBe(true);
+        // join-decommission acts on the spare, index 5 (n6); every other kind on the 5 members.
+        const spare = f.kind === 'join-decommission';
+        for (const i of [...f.nodes, ...f.others]) expect(i >= 0 && i < (spare ? 6 : 5)).toBe(true);
+        if (spare) expect(f.nodes).toEqual([5]);
+        // Never a seed: the others reach the cluster through n1 and n2.
+        if (f.kind === 'remove-restart' || f.kind === 'address-change') {
+          expect(f.nodes).toHaveLength(1);
+          expect(f.nodes[0]).toBeGreaterThanOrEqual(2);
+        }
         if (f.kind === 'kill-seeds') expect(f.nodes).toEqual([0, 1]);
         if (f.kind.startsWith('partition-') && f.kind !== 'partition-ring') {
           expect(f.nodes.length).toBeGreaterThan(0);
