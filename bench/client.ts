@@ -35,13 +35,20 @@ export class BenchClient implements KvClient {
   private readonly client: DynamoClient;
   private readonly contexts = new Map<string, string>();
 
-  constructor(endpoints: readonly string[], concurrency: number, routing: Routing, timeoutMs = 30_000) {
+  constructor(
+    endpoints: readonly string[],
+    concurrency: number,
+    routing: Routing,
+    token: string | undefined,
+    timeoutMs = 30_000,
+  ) {
     this.client = new DynamoClient({
       seeds: [...endpoints],
       routing,
       connectionsPerNode: Math.ceil(concurrency / endpoints.length),
       timeoutMs,
       retries: 0,
+      ...(token ? { token } : {}),
     });
   }
 

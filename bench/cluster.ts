@@ -30,6 +30,8 @@ export interface LocalCluster {
   readonly httpPort: number;
   readonly peerPort: number;
   readonly root: string;
+  /** The admin token `dynamo local` made (its API requires one). */
+  readonly token: string | undefined;
   /** Stops every node (SIGTERM, then SIGKILL to the group) and removes the temp directory. */
   stop(): Promise<void>;
 }
@@ -86,6 +88,7 @@ export async function findFreePortRange(count: number, attempts = 50): Promise<n
 class LocalClusterProcess implements LocalCluster {
   private stopping: Promise<void> | undefined;
   readonly exited: Promise<string>;
+  token: string | undefined;
 
   constructor(
     readonly nodes: number,
@@ -234,6 +237,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
 
   try {
     await waitForReady(cluster, options.readyTimeoutMs ?? 30_000, options.signal);
+    cluster.token = readFileSync(path.join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)?.[1];
   } catch (err) {
     const tail = cluster.logTail();
     await cluster.stop();

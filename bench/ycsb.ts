@@ -79,7 +79,9 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       endpoints = local.endpoints;
     }
     out(`${target.label}: ${endpoints.join(', ')}`);
-    const client = new BenchClient(endpoints, options.concurrency, 'any');
+    // A local cluster's own admin token; for an existing cluster, DYNAMO_TOKEN if it requires one.
+    const token = local ? local.token : process.env.DYNAMO_TOKEN;
+    const client = new BenchClient(endpoints, options.concurrency, 'any', token);
     try {
       if (target.props) await client.setBucketProps(options.bucket, target.props);
       const bucketProps = await client.getBucketProps(options.bucket).catch(() => null);
@@ -118,7 +120,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       // DynamoClient, back to back, so both modes meet the same store state (compaction debt included).
       const routed =
         target.label === 'cluster' && options.routing
-          ? new BenchClient(endpoints, options.concurrency, 'preference-list')
+          ? new BenchClient(endpoints, options.concurrency, 'preference-list', token)
           : undefined;
       const routedPhases: PhaseSummary[] | null = routed ? [] : null;
       try {
