@@ -31,6 +31,7 @@ import type { InfoReply, ReplicaRequest } from './replica/messages.js';
 import { Replica } from './replica/replica.js';
 import { TombstoneReaper } from './replica/tombstone-reaper.js';
 import { generateTokens, isToken, type Token } from './ring/index.js';
+import { WatchedFiles } from './runtime/watched-files.js';
 import { ObjectStore } from './storage/store.js';
 import { Cleanup } from './streaming/cleanup.js';
 import { StaticRebuild } from './streaming/rebuild.js';
@@ -38,7 +39,7 @@ import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
-import { PeerTls, WatchedFiles } from './transport/tls.js';
+import { PeerTls } from './transport/tls.js';
 import { derivedContextSecret } from './version/index.js';
 
 export interface RunningNode {
@@ -610,6 +611,7 @@ export async function startNode(
       if (left > 0) log.warn({ left }, 'replica calls still running at shutdown');
       await transport.close();
       clientTls?.close();
+      auth?.close();
       await known?.settled();
       await store.close();
       log.info('node stopped');

@@ -4,19 +4,18 @@
  * POST and DELETE of keys), `admin` (bucket props, decommission, member removal, cleanup).
  *
  * Tokens come from a file (--auth-tokens-file, e.g. a mounted Kubernetes Secret), one `<role> <token>`
- * per line, `#` comments; the file is read again when it changes, so tokens rotate without a restart.
+ * per line, `#` comments; the file is read again when it changes (runtime/watched-files.ts), so tokens
+ * rotate without a restart.
  * /health, /ready and /metrics stay open (probes and scrapers).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { ForbiddenError, InvalidRequestError, UnauthenticatedError } from '../errors.js';
+import { WatchedFiles } from '../runtime/watched-files.js';
 
 export type Role = 'read' | 'write' | 'admin';
 const RANK: Record<Role, number> = { read: 1, write: 2, admin: 3 };
 const MIN_TOKEN_CHARS = 16;
-/** How often the file's modification time is checked. */
-const RECHECK_MS = 2000;
 
 const digest = (token: string) => createHash('sha256').update(token).digest('hex');
 
@@ -39,27 +38,23 @@ export function parseTokens(text: string, source: string): Map<string, Role> {
 }
 
 export class Authenticator {
-  private roles: Map<string, Role>;
-  private mtimeMs: number;
-  private checkedAt = 0;
+  private roles!: Map<string, Role>;
+  private readonly file: WatchedFiles<'tokens'>;
 
-  constructor(
-    private readonly path: string,
-    private readonly log: Logger,
-    private readonly now: () => number = Date.now,
-  ) {
-    try {
-      this.mtimeMs = statSync(path).mtimeMs;
-      this.roles = parseTokens(readFileSync(path, 'utf8'), path);
-    } catch (err) {
-      if (err instanceof InvalidRequestError) throw err;
-      throw new InvalidRequestError('invalid_config', `--auth-tokens-file: ${(err as Error).message}`);
-    }
+  constructor(path: string, log: Logger) {
+    this.file = new WatchedFiles(
+      { tokens: path },
+      ({ tokens }) => {
+        this.roles = parseTokens(tokens.toString('utf8'), path);
+      },
+      (err) => log.error({ err: err.message }, 'auth tokens file unusable; keeping the previous tokens'),
+      '--auth-tokens-file',
+    );
+    this.file.onChange(() => log.info({ tokens: this.roles.size }, 'auth tokens reloaded'));
   }
 
   /** Throws UnauthenticatedError or ForbiddenError unless the Authorization header grants needed. */
   check(header: string | undefined, needed: Role): Role {
-    this.reloadIfChanged();
     const match = header === undefined ? null : /^Bearer ([!-~]+)$/.exec(header);
     if (!match) throw new UnauthenticatedError();
     const role = this.roles.get(digest(match[1]!));
@@ -69,23 +64,8 @@ export class Authenticator {
     return role;
   }
 
-  /** A changed file replaces the tokens; an unreadable or invalid one keeps the last good tokens. */
-  private reloadIfChanged(): void {
-    const now = this.now();
-    if (now - this.checkedAt < RECHECK_MS) return;
-    this.checkedAt = now;
-    try {
-      const mtimeMs = statSync(this.path).mtimeMs;
-      if (mtimeMs === this.mtimeMs) return;
-      this.mtimeMs = mtimeMs; // an invalid file is reported once, not at every check
-      this.roles = parseTokens(readFileSync(this.path, 'utf8'), this.path);
-      this.log.info({ tokens: this.roles.size }, 'auth tokens reloaded');
-    } catch (err) {
-      this.log.error(
-        { err: (err as Error).message },
-        'auth tokens file unusable; keeping the previous tokens',
-      );
-    }
+  close(): void {
+    this.file.close();
   }
 }
 
