@@ -150,7 +150,10 @@ export class Streamer {
   /** Loads the progress of a stream a restart interrupted, so the status shows it from the start. */
   async load(): Promise<void> {
     const bytes = await this.opts.store.getMeta(STREAM_RECORD);
-    if (bytes) this.record = JSON.parse(bytes.toString()) as StreamRecord;
+    if (bytes) {
+      this.record = JSON.parse(bytes.toString()) as StreamRecord;
+      this.durable = JSON.parse(bytes.toString()) as StreamRecord;
+    }
   }
 
   /** Where this node is in its lifecycle. */
@@ -170,10 +173,16 @@ export class Streamer {
   }
 
   private joinRunning = false;
+  /**
+   * The running stream's record as last saved: the status shows only progress a restart keeps (the
+   * record in memory runs a page ahead while it is being saved).
+   */
+  private durable: StreamRecord | undefined;
 
   /** The running (or last finished) stream's progress, or null when this node never streamed. */
   status(): StreamStatus | null {
-    return this.record ? this.describe(this.record, null) : (this.finished?.status ?? null);
+    if (this.record) return this.describe(this.durable ?? this.record, null);
+    return this.finished?.status ?? null;
   }
 
   rangesPending(): number {
@@ -560,17 +569,21 @@ export class Streamer {
     await this.load();
     if (this.record?.kind === kind) return this.record;
     this.record = undefined;
+    this.durable = undefined;
     return undefined;
   }
 
   private async save(record: StreamRecord): Promise<void> {
     this.record = record;
-    await this.opts.store.putMeta(STREAM_RECORD, Buffer.from(JSON.stringify(record)));
+    const text = JSON.stringify(record);
+    await this.opts.store.putMeta(STREAM_RECORD, Buffer.from(text));
+    if (this.record === record) this.durable = JSON.parse(text) as StreamRecord;
   }
 
   private finish(record: StreamRecord): void {
     this.finished = { status: this.describe(record, Date.now()) };
     this.record = undefined;
+    this.durable = undefined;
   }
 
   private describe(record: StreamRecord, finishedAt: number | null): StreamStatus {
