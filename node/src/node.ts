@@ -18,6 +18,7 @@ import {
   RequestTimeoutError,
 } from './errors.js';
 import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
+import { EntrySigner } from './membership/entry-signing.js';
 import { GossipMembership, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
@@ -152,6 +153,7 @@ function gossipMembership(
   known: KnownMembers,
   rejoining: boolean,
   bootstrap: boolean,
+  tls: PeerTls | undefined,
 ): GossipMembership {
   if (config.members || config.clusterFile) {
     throw new InvalidRequestError(
@@ -186,6 +188,7 @@ function gossipMembership(
     refuseIfRemoved: rejoining,
     bootstrap,
     wasMember: status === 'up' || status === 'leaving',
+    ...(tls ? { signer: new EntrySigner(config.clusterName, tls) } : {}),
   });
 }
 
@@ -230,6 +233,7 @@ export async function startNode(
         known,
         record !== undefined,
         config.bootstrap && firstStart,
+        tls,
       )
     : undefined;
   const membership: Membership =

@@ -1,8 +1,8 @@
 /**
  * Hostile peer payloads on real node processes: each message that once stored something that broke
  * every later read or restart is refused with a typed error, and afterwards every node still restarts
- * and serves its data. (The peer port does not authenticate peers yet: the raw client below says hello
- * with the cluster's name, as any process that can reach the port could.)
+ * and serves its data. The cluster runs without TLS, so the raw client below says hello with the
+ * cluster's name: the schema checks hold for any peer, a member with a valid certificate included.
  */
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';

@@ -31,6 +31,11 @@ export interface MemberEntry {
   readonly generation: number;
   /** Bumped by the member on each change of its entry and on each heartbeat tick. */
   readonly version: number;
+  /** An admin removal's tombstone: the member that wrote it on behalf of this one. */
+  readonly removedBy?: string;
+  /** With mutual TLS: the writer's signature (base64) and certificate (base64 DER); see entry-signing.ts. */
+  readonly sig?: string;
+  readonly cert?: string;
 }
 
 /** What a node knows of each member, compactly: [id, generation, version]. */
@@ -84,6 +89,9 @@ function freezeEntry(entry: MemberEntry): MemberEntry {
   if (typeof entry.address !== 'string') throw bad('address must be a string');
   if (entry.http !== undefined && typeof entry.http !== 'string') throw bad('http must be a string');
   if (entry.rack !== undefined && typeof entry.rack !== 'string') throw bad('rack must be a string');
+  for (const field of ['removedBy', 'sig', 'cert'] as const)
+    if (entry[field] !== undefined && typeof entry[field] !== 'string')
+      throw bad(`${field} must be a string`);
   if (!STATUSES.has(entry.status)) throw bad(`unknown status '${String(entry.status)}'`);
   if (!isCount(entry.generation)) throw bad('generation must be a non-negative integer');
   if (!isCount(entry.version)) throw bad('version must be a non-negative integer');
@@ -99,11 +107,15 @@ function freezeEntry(entry: MemberEntry): MemberEntry {
   };
   if (entry.http !== undefined) copy.http = entry.http;
   if (entry.rack !== undefined) copy.rack = entry.rack;
+  if (entry.removedBy !== undefined) copy.removedBy = entry.removedBy;
+  if (entry.sig !== undefined) copy.sig = entry.sig;
+  if (entry.cert !== undefined) copy.cert = entry.cert;
   return Object.freeze(copy);
 }
 
 /** Content of an entry beyond its (generation, version), for breaking ties deterministically. */
-const content = (e: MemberEntry): string => JSON.stringify([e.address, e.http, e.rack, e.tokens]);
+const content = (e: MemberEntry): string =>
+  JSON.stringify([e.address, e.http, e.rack, e.tokens, e.removedBy ?? null]);
 
 /**
  * Total order of entries for one id: (generation, version), then on a tie (only possible when an
@@ -129,12 +141,16 @@ export class GossipState {
   /** members() sorted by id, rebuilt lazily after a change. */
   private sorted: readonly MemberEntry[] | undefined;
 
-  /** Throws Error when self is not a valid entry. */
+  /**
+   * Throws Error when self is not a valid entry. seal signs each entry this node writes (its own, and
+   * the tombstones of admin removals); identity when entries travel unsigned.
+   */
   constructor(
     readonly cluster: string,
     self: MemberEntry,
+    private readonly seal: (entry: MemberEntry) => MemberEntry = (e) => e,
   ) {
-    this.selfEntry = freezeEntry(self);
+    this.selfEntry = freezeEntry(this.seal(self));
     this.entries.set(this.selfEntry.id, this.selfEntry);
   }
 
@@ -231,11 +247,15 @@ export class GossipState {
     const entry = this.entries.get(id);
     if (entry === undefined) throw new Error(`gossip: cannot remove unknown member '${id}'`);
     if (entry.status === 'removed') return entry;
-    const tombstone = freezeEntry({
-      ...entry,
-      status: 'removed',
-      version: entry.version + REMOVAL_VERSION_LEAD,
-    });
+    const { sig: _sig, cert: _cert, ...fields } = entry;
+    const tombstone = freezeEntry(
+      this.seal({
+        ...fields,
+        status: 'removed',
+        version: entry.version + REMOVAL_VERSION_LEAD,
+        removedBy: this.selfEntry.id,
+      }),
+    );
     this.entries.set(id, tombstone);
     this.sorted = undefined;
     return tombstone;
@@ -254,7 +274,7 @@ export class GossipState {
   }
 
   private setSelf(entry: MemberEntry): void {
-    this.selfEntry = freezeEntry(entry);
+    this.selfEntry = freezeEntry(this.seal(entry));
     this.entries.set(this.selfEntry.id, this.selfEntry);
     this.sorted = undefined;
   }

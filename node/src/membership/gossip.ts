@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { InvalidRequestError, PeerUnavailableError } from '../errors.js';
 import { Ring, type RingMember } from '../ring/index.js';
+import type { EntrySigner } from './entry-signing.js';
 import {
   checkCluster,
   type Digest,
@@ -64,6 +65,11 @@ export interface GossipOptions {
    * it belonged to is itself alone, and it serves at once (a one-node cluster restarting).
    */
   wasMember?: boolean;
+  /**
+   * With mutual TLS: signs the entries this node writes and checks every entry it is told of
+   * (entry-signing.ts). Without it entries travel unsigned and are taken as they are.
+   */
+  signer?: EntrySigner;
 }
 
 /** A node restarted on the data of a member the cluster removed. */
@@ -111,7 +117,8 @@ export class GossipMembership implements Membership {
     this.self = opts.self.id;
     this.cluster = opts.cluster;
     this.now = opts.now ?? Date.now;
-    this.table = new GossipState(opts.cluster, opts.self);
+    const signer = opts.signer;
+    this.table = new GossipState(opts.cluster, opts.self, signer ? (e) => signer.seal(e) : undefined);
     this.detector = new PhiAccrualDetector({ threshold: opts.phiThreshold });
     const known = (opts.known ?? []).filter((e) => e.id !== opts.self.id);
     if (known.length > 0) {
@@ -230,8 +237,32 @@ export class GossipMembership implements Membership {
     return { cluster: this.cluster, entries: this.table.delta(msg.digest), digest: this.table.digest() };
   }
 
+  /** Entries refused so far (unsigned, forged, or a removal of a member this node hears from). */
+  refusedEntries = 0;
+  private readonly refusalsLogged = new Set<string>();
+
+  /** The entries this node may take: with signing on, each one its writer signed (see entry-signing.ts). */
+  private admissible(entries: MemberEntry[]): MemberEntry[] {
+    const signer = this.opts.signer;
+    if (!signer) return entries;
+    return entries.filter((e) => {
+      // Our own current incarnation speaks for itself: the table ignores such entries anyway.
+      if (e.id === this.self && e.generation >= this.table.self.generation) return true;
+      // A removal of an earlier incarnation of ours is news we must take (it refuses a stale rejoin).
+      const why = signer.refusal(e, (id) => id === this.self || this.state(id) === 'down');
+      if (why === undefined) return true;
+      this.refusedEntries++;
+      const key = `${e.id}: ${why}`;
+      if (!this.refusalsLogged.has(key) && this.refusalsLogged.size < 1000) {
+        this.refusalsLogged.add(key);
+        this.opts.log.warn({ member: e.id, why }, 'gossip: refusing a membership entry');
+      }
+      return false;
+    });
+  }
+
   private apply(entries: MemberEntry[]): void {
-    const { changed } = this.table.merge(entries);
+    const { changed } = this.table.merge(this.admissible(entries));
     if (changed.length === 0) return;
     const now = this.now();
     // A member's newer version is a heartbeat from it, however many hops the news took.

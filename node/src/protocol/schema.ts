@@ -79,6 +79,9 @@ const MemberEntry = T.Object({
   status: T.Union([T.Literal('joining'), T.Literal('up'), T.Literal('leaving'), T.Literal('removed')]),
   generation: Count,
   version: Count,
+  removedBy: T.Optional(Id),
+  sig: T.Optional(T.String({ maxLength: 1024 })),
+  cert: T.Optional(T.String({ maxLength: 8192 })),
 });
 const Cluster = T.String({ maxLength: 256 });
 const Indices = T.Array(T.Integer({ minimum: 0, maximum: 2 ** 31 }), { maxItems: 1 << 20 });
