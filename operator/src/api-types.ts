@@ -48,6 +48,30 @@ export interface PodTemplateOverrides {
   priorityClassName?: string;
 }
 
+/**
+ * Who issues the nodes' certificates: the operator itself from a CA of its own (`operator`), cert-manager from
+ * the issuer the user names (`cert-manager`), or nobody (`disabled`: plain TCP between nodes, plain HTTP).
+ */
+export type TlsMode = 'operator' | 'cert-manager' | 'disabled';
+
+/** A cert-manager Issuer or ClusterIssuer. */
+export interface IssuerRef {
+  name: string;
+  kind?: 'Issuer' | 'ClusterIssuer';
+  group?: string;
+}
+
+export interface TlsSpec {
+  mode: TlsMode;
+  /** cert-manager mode: the issuer of the nodes' Certificates. */
+  issuerRef?: IssuerRef;
+}
+
+export interface AuthSpec {
+  /** Client tokens with roles on the HTTP API, from the `<cluster>-auth` Secret the operator generates. */
+  enabled: boolean;
+}
+
 export interface ResourceRequirements {
   requests?: Record<string, string>;
   limits?: Record<string, string>;
@@ -68,6 +92,8 @@ export interface DynamoClusterSpecInput {
   hintedHandoff?: { windowSeconds?: number };
   antiEntropy?: { intervalSeconds?: number };
   podTemplate?: PodTemplateOverrides;
+  tls?: Partial<TlsSpec>;
+  auth?: Partial<AuthSpec>;
 }
 
 /** The spec with every default filled in: what the builders and steps work from. */
@@ -84,6 +110,8 @@ export interface DynamoClusterSpec {
   hintedHandoff: { windowSeconds: number };
   antiEntropy: { intervalSeconds: number };
   podTemplate: PodTemplateOverrides;
+  tls: TlsSpec;
+  auth: AuthSpec;
 }
 
 export type ConditionType = 'Ready' | 'Scaling' | 'Decommissioning' | 'Degraded' | 'Valid';
@@ -117,6 +145,18 @@ export interface DecommissionRecord {
   error?: string;
 }
 
+/** The certificates the nodes run with, for `kubectl get dyn -o yaml`. */
+export interface TlsStatus {
+  /** The mode the nodes run with (it can differ from spec.tls.mode, which never changes a running cluster). */
+  mode: TlsMode;
+  /** When the cluster CA's certificate expires. */
+  caNotAfter?: string;
+  /** When the first node certificate expires (they are renewed well before). */
+  certificatesNotAfter?: string;
+  /** When node certificates were last renewed, and which. */
+  lastRenewal?: { at: string; nodes: string[] };
+}
+
 export interface DynamoClusterStatus {
   phase?: Phase;
   nodes?: number;
@@ -125,6 +165,7 @@ export interface DynamoClusterStatus {
   conditions?: Condition[];
   observedGeneration?: number;
   decommissioning?: DecommissionRecord | null;
+  tls?: TlsStatus;
 }
 
 /** Object metadata with the fields a stored object always has. */

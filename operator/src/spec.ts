@@ -16,7 +16,16 @@ export const DEFAULTS: DynamoClusterSpec = {
   hintedHandoff: { windowSeconds: 10_800 },
   antiEntropy: { intervalSeconds: 30 },
   podTemplate: {},
+  tls: { mode: 'operator' },
+  auth: { enabled: true },
 };
+
+export const TLS_MODES = ['operator', 'cert-manager', 'disabled'] as const;
+/**
+ * Most nodes a cluster with TLS may have: every node's certificate and key (about 3.3 KB, up to ~4.5 KB with long
+ * names) are in one Secret (objects/tls.ts says why), and a Secret holds at most 1 MiB.
+ */
+export const MAX_TLS_NODES = 200;
 
 /** Highest replication factor a node accepts for a bucket. */
 export const MAX_N = 16;
@@ -42,6 +51,11 @@ export function withDefaults(input: DynamoClusterSpecInput | undefined): DynamoC
     hintedHandoff: { ...DEFAULTS.hintedHandoff, ...spec.hintedHandoff },
     antiEntropy: { ...DEFAULTS.antiEntropy, ...spec.antiEntropy },
     podTemplate: spec.podTemplate ?? DEFAULTS.podTemplate,
+    tls: {
+      mode: spec.tls?.mode ?? DEFAULTS.tls.mode,
+      ...(spec.tls?.issuerRef ? { issuerRef: spec.tls.issuerRef } : {}),
+    },
+    auth: { enabled: spec.auth?.enabled ?? DEFAULTS.auth.enabled },
   };
 }
 
@@ -107,6 +121,26 @@ export function validateSpec(spec: DynamoClusterSpec): string[] {
     problems.push(
       `spec.antiEntropy.intervalSeconds must be an integer >= 1, got ${spec.antiEntropy.intervalSeconds}`,
     );
+  }
+  const tls = spec.tls;
+  if (!(TLS_MODES as readonly string[]).includes(tls.mode)) {
+    problems.push(`spec.tls.mode must be one of ${TLS_MODES.join(', ')}, got '${tls.mode}'`);
+  } else if (tls.mode === 'cert-manager' && !tls.issuerRef?.name) {
+    problems.push(
+      "spec.tls.issuerRef.name must name a cert-manager issuer when spec.tls.mode is 'cert-manager'",
+    );
+  }
+  const issuerKind = tls.issuerRef?.kind;
+  if (issuerKind !== undefined && issuerKind !== 'Issuer' && issuerKind !== 'ClusterIssuer') {
+    problems.push(`spec.tls.issuerRef.kind must be Issuer or ClusterIssuer, got '${issuerKind}'`);
+  }
+  if (tls.mode !== 'disabled' && isInt(spec.nodes, 1) && spec.nodes > MAX_TLS_NODES) {
+    problems.push(
+      `spec.nodes must be at most ${MAX_TLS_NODES} with TLS (every node's certificate is in one Secret of at most 1 MiB), got ${spec.nodes}`,
+    );
+  }
+  if (typeof spec.auth.enabled !== 'boolean') {
+    problems.push(`spec.auth.enabled must be true or false, got ${String(spec.auth.enabled)}`);
   }
   return problems;
 }

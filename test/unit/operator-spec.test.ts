@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { loadYaml, type V1CustomResourceDefinition, type V1JSONSchemaProps } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, parseQuantity, validateSpec, withDefaults } from '../../operator/src/spec.js';
+import {
+  DEFAULTS,
+  MAX_TLS_NODES,
+  parseQuantity,
+  TLS_MODES,
+  validateSpec,
+  withDefaults,
+} from '../../operator/src/spec.js';
 
 const CRD_PATH = new URL('../../crds/dynamokv.io_dynamoclusters.yaml', import.meta.url);
 
@@ -41,6 +48,25 @@ describe('withDefaults', () => {
     expect(at('rackTopologyKey')._default).toBe(DEFAULTS.rackTopologyKey);
     expect(at('hintedHandoff.windowSeconds')._default).toBe(DEFAULTS.hintedHandoff.windowSeconds);
     expect(at('antiEntropy.intervalSeconds')._default).toBe(DEFAULTS.antiEntropy.intervalSeconds);
+    expect(at('tls.mode')._default).toBe(DEFAULTS.tls.mode);
+    expect(at('tls')._default).toEqual({ mode: DEFAULTS.tls.mode });
+    expect(at('tls.mode')._enum).toEqual([...TLS_MODES]);
+    expect(at('auth.enabled')._default).toBe(DEFAULTS.auth.enabled);
+    expect(at('auth')._default).toEqual({ enabled: DEFAULTS.auth.enabled });
+  });
+
+  it('turns TLS (operator mode) and client tokens on unless told otherwise', () => {
+    expect(withDefaults({}).tls).toEqual({ mode: 'operator' });
+    expect(withDefaults({}).auth).toEqual({ enabled: true });
+    expect(withDefaults({ tls: { mode: 'disabled' }, auth: { enabled: false } })).toMatchObject({
+      tls: { mode: 'disabled' },
+      auth: { enabled: false },
+    });
+    const issuerRef = { name: 'ca-issuer', kind: 'ClusterIssuer' as const };
+    expect(withDefaults({ tls: { mode: 'cert-manager', issuerRef } }).tls).toEqual({
+      mode: 'cert-manager',
+      issuerRef,
+    });
   });
 });
 
@@ -87,6 +113,31 @@ describe('validateSpec', () => {
     );
   });
 
+  it('rejects an unknown TLS mode, cert-manager without an issuer, and too many nodes for the certificate Secret', () => {
+    expect(validateSpec(withDefaults({ tls: { mode: 'vault' as never } }))).toEqual([
+      "spec.tls.mode must be one of operator, cert-manager, disabled, got 'vault'",
+    ]);
+    expect(validateSpec(withDefaults({ tls: { mode: 'cert-manager' } }))).toEqual([
+      "spec.tls.issuerRef.name must name a cert-manager issuer when spec.tls.mode is 'cert-manager'",
+    ]);
+    expect(
+      validateSpec(
+        withDefaults({ tls: { mode: 'cert-manager', issuerRef: { name: 'x', kind: 'Vault' as never } } }),
+      ),
+    ).toEqual(["spec.tls.issuerRef.kind must be Issuer or ClusterIssuer, got 'Vault'"]);
+    expect(validateSpec(withDefaults({ tls: { mode: 'cert-manager', issuerRef: { name: 'x' } } }))).toEqual(
+      [],
+    );
+    const big = { nodes: MAX_TLS_NODES + 1, tokensPerNode: 16 };
+    expect(validateSpec(withDefaults(big))).toEqual([
+      `spec.nodes must be at most ${MAX_TLS_NODES} with TLS (every node's certificate is in one Secret of at most 1 MiB), got ${MAX_TLS_NODES + 1}`,
+    ]);
+    expect(validateSpec(withDefaults({ ...big, tls: { mode: 'disabled' } }))).toEqual([]);
+    expect(validateSpec(withDefaults({ auth: { enabled: 'yes' as never } }))).toEqual([
+      'spec.auth.enabled must be true or false, got yes',
+    ]);
+  });
+
   it('rejects more tokens than the token ConfigMap can hold', () => {
     expect(validateSpec(withDefaults({ nodes: 200, tokensPerNode: 256 }))[0]).toMatch(/at most 28000/);
   });
@@ -127,8 +178,12 @@ describe('the CRD', () => {
         'self.replication.r <= self.replication.n',
         'self.replication.w <= self.replication.n',
         'self.nodes >= self.replication.n',
+        `self.tls.mode == 'disabled' || self.nodes <= ${MAX_TLS_NODES}`,
       ]),
     );
+    expect(at('tls').x_kubernetes_validations?.map((v) => v.rule)).toEqual([
+      "self.mode != 'cert-manager' || has(self.issuerRef)",
+    ]);
   });
 
   it('has a schema for every status field the operator writes', () => {
@@ -141,6 +196,7 @@ describe('the CRD', () => {
       'conditions',
       'observedGeneration',
       'decommissioning',
+      'tls',
     ]) {
       expect(status[field], field).toBeDefined();
     }
