@@ -43,9 +43,10 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
   const identity =
     (options.leaderElection ? options.leaderElection.identity : undefined) ||
     `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const ownNodeAdmin = options.nodeAdmin === undefined ? new HttpNodeAdmin() : undefined;
   const reconciler = new Reconciler({
     kube: options.kube ?? new ClientNodeKubeApi(kubeConfig, identity),
-    nodes: options.nodeAdmin ?? new HttpNodeAdmin(),
+    nodes: options.nodeAdmin ?? (ownNodeAdmin as HttpNodeAdmin),
     nodeUrl: options.nodeUrl ?? resolveNodeUrl,
     log,
   });
@@ -138,6 +139,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     async stop() {
       await stopWork();
       await elector?.stop();
+      await ownNodeAdmin?.close();
     },
   };
 }

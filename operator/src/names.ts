@@ -25,6 +25,15 @@ export const peerServiceName = (cluster: string): string => `${cluster}-peers`;
 export const clientServiceName = (cluster: string): string => cluster;
 export const tokenConfigMapName = (cluster: string): string => `${cluster}-tokens`;
 export const contextSecretName = (cluster: string): string => `${cluster}-context-secret`;
+/** The cluster CA (tls.crt, tls.key): made once, never replaced by the operator. */
+export const caSecretName = (cluster: string): string => `${cluster}-ca`;
+/** Every node's certificate and key (`<pod>.crt`, `<pod>.key`) and the CA certificate (`ca.crt`). */
+export const tlsSecretName = (cluster: string): string => `${cluster}-tls`;
+/** Client tokens: admin, write, read, the operator's own, and the `tokens` file nodes read. */
+export const authSecretName = (cluster: string): string => `${cluster}-auth`;
+/** cert-manager mode: the Certificate of a node, and the Secret cert-manager writes it to. */
+export const certificateName = (cluster: string, ordinal: number): string =>
+  `${podName(cluster, ordinal)}-tls`;
 export const pdbName = (cluster: string): string => cluster;
 export const networkPolicyName = (cluster: string): string => `${cluster}-peers-only`;
 export const podName = (cluster: string, ordinal: number): string => `${cluster}-${ordinal}`;
@@ -48,6 +57,31 @@ export function podHost(cluster: Pick<DynamoCluster, 'metadata'>, ordinal: numbe
 }
 
 /**
+ * The DNS names a node's certificate is valid for: the pod under the headless peer Service (every form a
+ * resolver's search path accepts), the client Service (which load-balances to any node), and localhost for
+ * `kubectl port-forward`.
+ */
+export function nodeDnsNames(cluster: Pick<DynamoCluster, 'metadata'>, ordinal: number): string[] {
+  const { name, namespace } = cluster.metadata;
+  const pod = `${podName(name, ordinal)}.${peerServiceName(name)}`;
+  const client = clientServiceName(name);
+  return [
+    `${pod}.${namespace}.svc.cluster.local`,
+    `${pod}.${namespace}.svc`,
+    `${pod}.${namespace}`,
+    pod,
+    `${client}.${namespace}.svc.cluster.local`,
+    `${client}.${namespace}.svc`,
+    `${client}.${namespace}`,
+    client,
+    'localhost',
+  ];
+}
+
+/** IP addresses in every node certificate: loopback, for `kubectl port-forward` (pod IPs change on restart). */
+export const NODE_CERTIFICATE_IPS = ['127.0.0.1'];
+
+/**
  * Seeds: the first `seeds` pods by ordinal, as host:peer-port. Pod 0 is always one, so the first node finds itself
  * in the list and bootstraps the ring alone. Not capped by the node count: the list is part of the pod template,
  * and a list that changed with spec.nodes would restart every pod on each scale (nodes skip seeds they cannot reach).
@@ -56,12 +90,18 @@ export function seedAddresses(cluster: Pick<DynamoCluster, 'metadata'>, seeds: n
   return Array.from({ length: Math.max(1, seeds) }, (_, i) => `${podHost(cluster, i)}:${PEER_PORT}`);
 }
 
-/** Default base URL of a node's HTTP API: its pod IP when known, else its stable DNS name. */
+export type Scheme = 'http' | 'https';
+
+/**
+ * Default base URL of a node's HTTP API: its pod IP when known, else its stable DNS name; https when the cluster
+ * runs with TLS (the client then checks the certificate against the pod's DNS name, node-admin.ts).
+ */
 export function defaultNodeUrl(
   cluster: Pick<DynamoCluster, 'metadata'>,
   ordinal: number,
   podIP: string | undefined,
+  scheme: Scheme = 'http',
 ): string {
   const host = podIP ? (podIP.includes(':') ? `[${podIP}]` : podIP) : podHost(cluster, ordinal);
-  return `http://${host}:${HTTP_PORT}`;
+  return `${scheme}://${host}:${HTTP_PORT}`;
 }

@@ -3,28 +3,61 @@
 // status (phase, conditions, members, observedGeneration) is written at the end whichever step stopped it.
 import type { KubernetesObject, V1ConfigMap, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { certificateValidity, createCa, issueCertificate } from '../../node/src/pki/certificates.js';
 import type {
   DecommissionRecord,
   DynamoCluster,
   DynamoClusterSpec,
   DynamoClusterStatus,
+  TlsMode,
+  TlsStatus,
 } from './api-types.js';
 import { apiErrorMessage, type EventRecord, type KubeApi, type ObjectRef } from './kube.js';
 import {
+  authSecretName,
+  caSecretName,
+  certificateName,
   contextSecretName,
   LABEL_CLUSTER,
   ordinalOf,
+  podHost,
   podName,
   pvcName,
   statefulSetName,
+  tlsSecretName,
   tokenConfigMapName,
 } from './names.js';
-import type { NodeAdmin, NodeUrlResolver } from './node-admin.js';
+import type { NodeAccess, NodeAdmin, NodeUrlResolver } from './node-admin.js';
+import { buildAuthSecret, operatorToken } from './objects/auth.js';
 import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
 import { buildNetworkPolicy } from './objects/network-policy.js';
 import { buildContextSecret } from './objects/secrets.js';
 import { buildClientService, buildPeerService } from './objects/services.js';
-import { buildStatefulSet, claimedStorage, keepImmutableFields } from './objects/statefulset.js';
+import {
+  buildStatefulSet,
+  claimedStorage,
+  keepImmutableFields,
+  TLS_MODE_ANNOTATION,
+  tlsOn,
+} from './objects/statefulset.js';
+import {
+  buildCaSecret,
+  buildCertManagerCertificate,
+  buildNodeTlsSecret,
+  CA_CERT_KEY,
+  CA_DAYS,
+  CERT_MANAGER_API_VERSION,
+  caCommonName,
+  caFromSecret,
+  certFileKey,
+  earliestExpiry,
+  expectedNames,
+  filesFromIssued,
+  keyFileKey,
+  NODE_CERTIFICATE_DAYS,
+  planNodeCertificates,
+  secretFiles,
+} from './objects/tls.js';
 import { buildTokenConfigMap } from './objects/token-config-map.js';
 import {
   checkCapacity,
@@ -58,6 +91,16 @@ export interface ReconcileContext {
   decommissioning: DecommissionRecord | null;
   decommissionProblem?: string;
   ringStates?: Map<string, string>;
+  /** The TLS mode the user asked for, when the nodes run with another (spec.tls.mode holds the one in effect). */
+  requestedTlsMode?: TlsMode;
+  /** The `<cluster>-tls` Secret as last read or written. */
+  tlsSecret?: V1Secret;
+  /** The CA the nodes' HTTPS certificates chain to, and the operator's token: how it reaches the nodes. */
+  access: { ca?: string; token?: string };
+  /** Node certificates renewed in this pass. */
+  renewed?: string[];
+  /** Look again this soon even if every step finished (certificates left for a later pass). */
+  followUpMs?: number;
 }
 
 export interface Step {
@@ -91,7 +134,9 @@ export class Reconciler {
     { name: 'ensure-services', run: (ctx) => this.ensureServices(ctx) },
     { name: 'ensure-disruption-budget', run: (ctx) => this.ensureDisruptionBudget(ctx) },
     { name: 'ensure-context-secret', run: (ctx) => this.ensureContextSecret(ctx) },
+    { name: 'ensure-auth-secret', run: (ctx) => this.ensureAuthSecret(ctx) },
     { name: 'plan-scaling', run: (ctx) => this.planScaling(ctx) },
+    { name: 'ensure-certificates', run: (ctx) => this.ensureCertificates(ctx) },
     { name: 'ensure-tokens', run: (ctx) => this.ensureTokens(ctx) },
     { name: 'ensure-statefulset', run: (ctx) => this.ensureStatefulSet(ctx) },
     { name: 'scale-down', run: (ctx) => this.scaleDown(ctx) },
@@ -114,6 +159,7 @@ export class Reconciler {
       tokens: new Map(),
       pods: [],
       decommissioning: cluster.status?.decommissioning ?? null,
+      access: {},
     };
     let result: StepResult = { kind: 'done', reason: 'all steps done' };
     let failure: unknown;
@@ -126,6 +172,8 @@ export class Reconciler {
           break;
         }
       }
+      if (result.kind === 'done' && ctx.followUpMs !== undefined)
+        result = requeue(ctx.followUpMs, 'certificates left for the next pass');
     } catch (err) {
       failure = err;
     }
@@ -148,17 +196,39 @@ export class Reconciler {
 
   private async observe(ctx: ReconcileContext): Promise<StepResult> {
     const { namespace, name } = ctx.cluster.metadata;
-    const [statefulSet, tokenConfigMap, pods] = await Promise.all([
+    const [statefulSet, tokenConfigMap, pods, tlsSecret, authSecret] = await Promise.all([
       this.deps.kube.read<V1StatefulSet>(ref('apps/v1', 'StatefulSet', namespace, statefulSetName(name))),
       this.deps.kube.read<V1ConfigMap>(ref('v1', 'ConfigMap', namespace, tokenConfigMapName(name))),
       this.deps.kube.listPods(namespace, `${LABEL_CLUSTER}=${name}`),
+      this.deps.kube.read<V1Secret>(ref('v1', 'Secret', namespace, tlsSecretName(name))),
+      this.deps.kube.read<V1Secret>(ref('v1', 'Secret', namespace, authSecretName(name))),
     ]);
     ctx.statefulSet = statefulSet;
     ctx.tokenConfigMap = tokenConfigMap;
     ctx.tokens = parseAssignments(tokenConfigMap?.data);
     ctx.pods = podViews(name, pods);
+    ctx.tlsSecret = tlsSecret;
+    ctx.access = { ca: secretFiles(tlsSecret)[CA_CERT_KEY], token: operatorToken(authSecret) };
+    this.keepTlsMode(ctx);
     ctx.ringStates = await this.ringStates(ctx);
     return CONTINUE;
+  }
+
+  /**
+   * A running cluster keeps the TLS mode it was created with: nodes with and without TLS (or with certificates
+   * of different CAs) cannot talk to each other, so the rolling restart a change needs would split the ring
+   * until its end. The mode in effect is the StatefulSet's annotation (none: made before TLS existed, plain).
+   */
+  private keepTlsMode(ctx: ReconcileContext): void {
+    if (ctx.statefulSet === undefined) return;
+    const recorded = ctx.statefulSet.metadata?.annotations?.[TLS_MODE_ANNOTATION];
+    const running: TlsMode =
+      recorded === 'operator' || recorded === 'cert-manager' || recorded === 'disabled'
+        ? recorded
+        : 'disabled';
+    if (running === ctx.spec.tls.mode) return;
+    ctx.requestedTlsMode = ctx.spec.tls.mode;
+    ctx.spec = { ...ctx.spec, tls: { ...ctx.spec.tls, mode: running } };
   }
 
   private async ensureServices(ctx: ReconcileContext): Promise<StepResult> {
@@ -181,6 +251,181 @@ export class Reconciler {
     );
     if (existing === undefined) await this.applyOwned(ctx, buildContextSecret(ctx.cluster), existing);
     return CONTINUE;
+  }
+
+  /** Creates the client tokens Secret once; an existing one is never written again (user edits stay). */
+  private async ensureAuthSecret(ctx: ReconcileContext): Promise<StepResult> {
+    if (!ctx.spec.auth.enabled) return CONTINUE;
+    const { namespace, name } = ctx.cluster.metadata;
+    const existing = await this.deps.kube.read<V1Secret>(
+      ref('v1', 'Secret', namespace, authSecretName(name)),
+    );
+    if (existing !== undefined) {
+      if (ctx.access.token === undefined) {
+        await this.event(ctx, {
+          type: 'Warning',
+          reason: 'NoOperatorToken',
+          message: `${authSecretName(name)} has no operator-token, admin-token or admin line in tokens: the operator cannot call the nodes' admin API`,
+        });
+      }
+      return CONTINUE;
+    }
+    const created = await this.applyOwned(ctx, buildAuthSecret(ctx.cluster), existing);
+    ctx.access = { ...ctx.access, token: operatorToken(created) };
+    return CONTINUE;
+  }
+
+  /**
+   * Certificates for every node the StatefulSet has or is about to have, before it has them: issued by the
+   * operator from the cluster CA, or by cert-manager. Renewed in place; the nodes re-read the files.
+   */
+  private async ensureCertificates(ctx: ReconcileContext): Promise<StepResult> {
+    const decision = ctx.decision;
+    if (decision === undefined || !tlsOn(ctx.spec)) return CONTINUE;
+    const count = Math.max(decision.replicas, ctx.statefulSet?.spec?.replicas ?? 0);
+    const ordinals = Array.from({ length: count }, (_, i) => i);
+    return ctx.spec.tls.mode === 'cert-manager'
+      ? await this.certificatesFromCertManager(ctx, ordinals)
+      : await this.issueCertificates(ctx, ordinals);
+  }
+
+  private async issueCertificates(ctx: ReconcileContext, ordinals: number[]): Promise<StepResult> {
+    const { namespace, name } = ctx.cluster.metadata;
+    const caRef = ref('v1', 'Secret', namespace, caSecretName(name));
+    let caSecret = await this.deps.kube.read<V1Secret>(caRef);
+    if (caSecret === undefined) {
+      caSecret = await this.applyOwned(
+        ctx,
+        buildCaSecret(ctx.cluster, createCa(caCommonName(ctx.cluster), CA_DAYS, this.now())),
+        caSecret,
+      );
+    }
+    const ca = caFromSecret(caSecret);
+    if (ca === undefined) {
+      // Never replaced: nodes and clients trust it. A user who broke it must repair or delete it.
+      const message = `${caSecretName(name)} holds no CA certificate and key (tls.crt, tls.key); fix it or delete it for a new CA (every node certificate is then re-issued)`;
+      await this.event(ctx, { type: 'Warning', reason: 'InvalidCA', message });
+      return requeue(30_000, 'invalid CA Secret');
+    }
+    const files = secretFiles(ctx.tlsSecret);
+    const now = this.now();
+    const plan = planNodeCertificates({
+      cluster: ctx.cluster,
+      files,
+      caCert: ca.cert,
+      ordinals,
+      podOrdinals: ctx.pods.map((p) => p.ordinal),
+      now,
+    });
+    const next: Record<string, string> = { ...files, [CA_CERT_KEY]: ca.cert };
+    for (const pod of plan.remove) {
+      delete next[certFileKey(pod)];
+      delete next[keyFileKey(pod)];
+    }
+    for (const { ordinal, pod } of plan.issue) {
+      const pair = issueCertificate(ca, {
+        ...expectedNames(ctx.cluster, ordinal),
+        days: NODE_CERTIFICATE_DAYS,
+        now,
+      });
+      next[certFileKey(pod)] = pair.cert;
+      next[keyFileKey(pod)] = pair.key;
+    }
+    if (plan.deferred > 0) ctx.followUpMs = 1_000;
+    await this.writeTlsSecret(ctx, next);
+    const issued = plan.issue.filter((i) => i.reason === 'missing').map((i) => i.pod);
+    const renewed = plan.issue.filter((i) => i.reason !== 'missing');
+    if (issued.length > 0) {
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'CertificatesIssued',
+        message: `issued node certificates for ${issued.join(', ')} (valid ${NODE_CERTIFICATE_DAYS} days)`,
+      });
+    }
+    if (renewed.length > 0) {
+      ctx.renewed = renewed.map((r) => r.pod);
+      const notAfter = certificateValidity(next[certFileKey(renewed[0]!.pod)]!).notAfter.toISOString();
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'CertificateRenewed',
+        message: `renewed the certificates of ${renewed.map((r) => `${r.pod} (${r.reason})`).join(', ')}; valid until ${notAfter}`,
+      });
+    }
+    return CONTINUE;
+  }
+
+  private async certificatesFromCertManager(ctx: ReconcileContext, ordinals: number[]): Promise<StepResult> {
+    const { namespace, name } = ctx.cluster.metadata;
+    for (const ordinal of ordinals) {
+      try {
+        await this.applyOwned(ctx, buildCertManagerCertificate(ctx.cluster, ctx.spec, ordinal));
+      } catch (err) {
+        const message = `could not apply cert-manager Certificate ${certificateName(name, ordinal)} (is cert-manager installed?): ${apiErrorMessage(err)}`;
+        await this.event(ctx, { type: 'Warning', reason: 'CertificateFailed', message });
+        return requeue(30_000, 'cert-manager Certificate not applied');
+      }
+    }
+    const pods = ordinals.map((o) => podName(name, o));
+    const issued = new Map<string, Record<string, string>>();
+    for (const [i, pod] of pods.entries()) {
+      const source = await this.deps.kube.read<V1Secret>(
+        ref('v1', 'Secret', namespace, certificateName(name, ordinals[i]!)),
+      );
+      if (source !== undefined) issued.set(pod, secretFiles(source));
+    }
+    const previous = secretFiles(ctx.tlsSecret);
+    const { files, waiting } = filesFromIssued(issued, previous, pods);
+    // Certificates of nodes that are gone: drop them once their pod is, with their Certificate.
+    const alive = new Set(ctx.pods.map((p) => podName(name, p.ordinal)));
+    for (const file of Object.keys(previous)) {
+      const pod = /^(.*)\.crt$/.exec(file)?.[1];
+      if (pod === undefined || file === CA_CERT_KEY || pods.includes(pod)) continue;
+      if (alive.has(pod)) {
+        files[certFileKey(pod)] = previous[certFileKey(pod)]!;
+        if (previous[keyFileKey(pod)]) files[keyFileKey(pod)] = previous[keyFileKey(pod)]!;
+        continue;
+      }
+      const ordinal = ordinalOf(name, pod);
+      if (ordinal !== undefined)
+        await this.deps.kube.remove(
+          ref(CERT_MANAGER_API_VERSION, 'Certificate', namespace, certificateName(name, ordinal)),
+        );
+    }
+    const renewed = pods.filter(
+      (pod) =>
+        previous[certFileKey(pod)] !== undefined && previous[certFileKey(pod)] !== files[certFileKey(pod)],
+    );
+    if (waiting.length === 0 && files[CA_CERT_KEY] === undefined) {
+      const message = `the Secrets cert-manager issued have no ca.crt: nodes need the CA to verify each other (use an issuer that sets it, such as a CA issuer)`;
+      await this.event(ctx, { type: 'Warning', reason: 'NoCACertificate', message });
+      return requeue(30_000, 'no ca.crt from cert-manager');
+    }
+    if (waiting.length < pods.length && files[CA_CERT_KEY] !== undefined)
+      await this.writeTlsSecret(ctx, files);
+    if (renewed.length > 0) {
+      ctx.renewed = renewed;
+      await this.event(ctx, {
+        type: 'Normal',
+        reason: 'CertificateRenewed',
+        message: `cert-manager renewed the certificates of ${renewed.join(', ')}; copied to ${tlsSecretName(name)}`,
+      });
+    }
+    if (waiting.length > 0) return requeue(5_000, `waiting for cert-manager to issue ${waiting.join(', ')}`);
+    return CONTINUE;
+  }
+
+  /** Writes `<cluster>-tls` when its files change, conditionally on the version read. */
+  private async writeTlsSecret(ctx: ReconcileContext, files: Record<string, string>): Promise<void> {
+    const before = secretFiles(ctx.tlsSecret);
+    const same =
+      Object.keys(before).length === Object.keys(files).length &&
+      Object.entries(files).every(([k, v]) => before[k] === v);
+    if (same && ctx.tlsSecret !== undefined) return;
+    const desired = buildNodeTlsSecret(ctx.cluster, files);
+    const rv = ctx.tlsSecret?.metadata?.resourceVersion;
+    if (rv !== undefined && desired.metadata) desired.metadata.resourceVersion = rv;
+    ctx.tlsSecret = await this.applyOwned(ctx, desired, ctx.tlsSecret);
+    ctx.access = { ...ctx.access, ca: files[CA_CERT_KEY] };
   }
 
   private async planScaling(ctx: ReconcileContext): Promise<StepResult> {
@@ -254,6 +499,13 @@ export class Reconciler {
     const leaving = ['begin-decommission', 'decommission', 'finish-decommission'].includes(decision.action);
     if (leaving && ctx.statefulSet !== undefined) return CONTINUE;
     const before = ctx.statefulSet;
+    if (ctx.requestedTlsMode !== undefined) {
+      await this.event(ctx, {
+        type: 'Warning',
+        reason: 'TLSModeUnchanged',
+        message: `spec.tls.mode is ${ctx.requestedTlsMode} but the nodes run with ${ctx.spec.tls.mode}; a running cluster keeps its TLS mode (nodes with and without it cannot talk, so a rolling restart would split the ring)`,
+      });
+    }
     const desired = keepImmutableFields(buildStatefulSet(ctx.cluster, ctx.spec, decision.replicas), before);
     const claimed = claimedStorage(before);
     if (claimed !== undefined && claimed !== ctx.spec.storage.size) {
@@ -324,7 +576,7 @@ export class Reconciler {
     let unreachable: string | undefined;
     if (pod !== undefined) {
       try {
-        status = await this.deps.nodes.decommission(this.deps.nodeUrl(ctx.cluster, ordinal, pod.podIP));
+        status = await this.deps.nodes.decommission(this.urlOf(ctx, pod), this.accessOf(ctx, ordinal));
       } catch (err) {
         unreachable = err instanceof Error ? err.message : String(err);
       }
@@ -491,6 +743,7 @@ export class Reconciler {
       previous: ctx.cluster.status,
       now: this.now(),
     });
+    status.tls = this.tlsStatus(ctx);
     if (sameStatus(ctx.cluster.status, status)) return;
     const previousPhase = ctx.cluster.status?.phase;
     try {
@@ -508,6 +761,32 @@ export class Reconciler {
       { phase: status.phase, readyNodes: status.readyNodes, nodes: status.nodes, previousPhase },
       'status',
     );
+  }
+
+  /** What the status says about certificates: the mode in effect, expiries, the last renewal. */
+  private tlsStatus(ctx: ReconcileContext): TlsStatus {
+    const mode = ctx.spec.tls.mode;
+    if (mode === 'disabled') return { mode };
+    const files = secretFiles(ctx.tlsSecret);
+    const replicas = ctx.statefulSet?.spec?.replicas ?? 0;
+    const pods = Array.from({ length: replicas }, (_, i) => podName(ctx.cluster.metadata.name, i));
+    let caNotAfter: string | undefined;
+    try {
+      if (files[CA_CERT_KEY]) caNotAfter = certificateValidity(files[CA_CERT_KEY]).notAfter.toISOString();
+    } catch {
+      // unreadable: not reported
+    }
+    const certificatesNotAfter = earliestExpiry(files, pods);
+    const lastRenewal =
+      ctx.renewed !== undefined && ctx.renewed.length > 0
+        ? { at: this.now().toISOString(), nodes: ctx.renewed }
+        : ctx.cluster.status?.tls?.lastRenewal;
+    return {
+      mode,
+      ...(caNotAfter ? { caNotAfter } : {}),
+      ...(certificatesNotAfter ? { certificatesNotAfter } : {}),
+      ...(lastRenewal ? { lastRenewal } : {}),
+    };
   }
 
   /** Records an Event unless the same one was recorded for this cluster in the last RECENT_EVENT_MS. */
@@ -537,7 +816,17 @@ export class Reconciler {
   }
 
   private urlOf(ctx: ReconcileContext, pod: PodView): string {
-    return this.deps.nodeUrl(ctx.cluster, pod.ordinal, pod.podIP);
+    return this.deps.nodeUrl(ctx.cluster, pod.ordinal, pod.podIP, tlsOn(ctx.spec) ? 'https' : 'http');
+  }
+
+  /** The CA, server name and token for a node's admin API (TLS: the certificate must name the pod's DNS name). */
+  private accessOf(ctx: ReconcileContext, ordinal: number): NodeAccess {
+    return {
+      ...(tlsOn(ctx.spec) && ctx.access.ca
+        ? { ca: ctx.access.ca, serverName: podHost(ctx.cluster, ordinal) }
+        : {}),
+      ...(ctx.access.token ? { token: ctx.access.token } : {}),
+    };
   }
 
   /** Ring states by node from the first ready node that answers (best effort, for status). */
@@ -550,7 +839,7 @@ export class Reconciler {
     for (const pod of ctx.pods) {
       if (!pod.ready || pod.ordinal === except) continue;
       try {
-        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod));
+        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod), false, this.accessOf(ctx, pod.ordinal));
         return new Map(view.members.map((m) => [m.id, m.state]));
       } catch {
         // try the next node
@@ -563,7 +852,7 @@ export class Reconciler {
     for (const pod of ctx.pods) {
       if (!pod.ready) continue;
       try {
-        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod), true);
+        const view = await this.deps.nodes.ring(this.urlOf(ctx, pod), true, this.accessOf(ctx, pod.ordinal));
         const out: TokenAssignments = new Map();
         for (const m of view.members) {
           if (m.state === 'removed' || !Array.isArray(m.tokens) || m.tokens.length === 0) continue;
@@ -582,7 +871,11 @@ export class Reconciler {
     const bytes = await Promise.all(
       ctx.pods
         .filter((p) => p.ordinal < (ctx.statefulSet?.spec?.replicas ?? 0))
-        .map((p) => this.deps.nodes.storageBytes(this.urlOf(ctx, p)).catch(() => undefined)),
+        .map((p) =>
+          this.deps.nodes
+            .storageBytes(this.urlOf(ctx, p), this.accessOf(ctx, p.ordinal))
+            .catch(() => undefined),
+        ),
     );
     return checkCapacity(bytes, remaining, volume);
   }

@@ -90,7 +90,7 @@ describe('buildStatefulSet', () => {
     expect(set.spec?.updateStrategy?.type).toBe('RollingUpdate');
   });
 
-  it('probes readiness on GET /ready and liveness on GET /health of port 8080, with a preStop hook', () => {
+  it('probes readiness on GET /ready and liveness on GET /health of port 8080 (HTTPS with TLS), with a preStop hook', () => {
     const container = sts().spec?.template.spec?.containers[0];
     expect(container?.ports).toEqual(
       expect.arrayContaining([
@@ -98,9 +98,12 @@ describe('buildStatefulSet', () => {
         expect.objectContaining({ name: 'peer', containerPort: 7070 }),
       ]),
     );
-    expect(container?.readinessProbe?.httpGet).toEqual({ path: '/ready', port: 'http' });
-    expect(container?.livenessProbe?.httpGet).toEqual({ path: '/health', port: 'http' });
+    expect(container?.readinessProbe?.httpGet).toEqual({ path: '/ready', port: 'http', scheme: 'HTTPS' });
+    expect(container?.livenessProbe?.httpGet).toEqual({ path: '/health', port: 'http', scheme: 'HTTPS' });
     expect(container?.lifecycle?.preStop?.exec?.command).toBeDefined();
+    const plain = sts({ tls: { mode: 'disabled' } }).spec?.template.spec?.containers[0];
+    expect(plain?.readinessProbe?.httpGet).toEqual({ path: '/ready', port: 'http', scheme: 'HTTP' });
+    expect(plain?.livenessProbe?.httpGet).toEqual({ path: '/health', port: 'http', scheme: 'HTTP' });
   });
 
   it('runs the node as the image user with a read-only root filesystem, its volume writable through fsGroup', () => {
@@ -125,6 +128,9 @@ describe('buildStatefulSet', () => {
       '$(DYNAMO_NODE_ID).demo-peers.prod.svc.cluster.local:7070',
     );
     expect(env.get('DYNAMO_ADVERTISE_HTTP')?.value).toBe(
+      'https://$(DYNAMO_NODE_ID).demo-peers.prod.svc.cluster.local:8080',
+    );
+    expect(envOf({ tls: { mode: 'disabled' } }).get('DYNAMO_ADVERTISE_HTTP')?.value).toBe(
       'http://$(DYNAMO_NODE_ID).demo-peers.prod.svc.cluster.local:8080',
     );
     expect(env.get('DYNAMO_DATA_DIR')?.value).toBe('/var/lib/dynamo');

@@ -1,13 +1,22 @@
+import { X509Certificate } from 'node:crypto';
 import type { KubernetesObject, V1ConfigMap, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
+import {
+  certificateValidity,
+  createCa,
+  issueCertificate,
+  issuedBy,
+} from '../../node/src/pki/certificates.js';
 import type {
   DynamoCluster,
   DynamoClusterSpecInput,
   DynamoClusterStatus,
 } from '../../operator/src/api-types.js';
 import type { EventRecord, KubeApi, ObjectRef } from '../../operator/src/kube.js';
-import type { NodeAdmin, RingView } from '../../operator/src/node-admin.js';
+import type { NodeAccess, NodeAdmin, RingView } from '../../operator/src/node-admin.js';
+import { tokensFile } from '../../operator/src/objects/auth.js';
+import { expectedNames, secretFiles } from '../../operator/src/objects/tls.js';
 import { canonicalJson, Reconciler, type StepResult } from '../../operator/src/reconcile.js';
 import type { NodeStatus } from '../../operator/src/scaling.js';
 import { FOUNDER_KEY, parseAssignments } from '../../operator/src/token-assignments.js';
@@ -74,9 +83,11 @@ class FakeKube implements KubeApi {
     if (expected !== undefined && old?.metadata?.resourceVersion !== expected)
       throw new Error('409 conflict');
     const { metadata, ...rest } = structuredClone(object) as KubernetesObject & Record<string, unknown>;
+    // Content and annotations: what an apply can change (labels and owners never change here).
     const sameContent =
       old !== undefined &&
-      canonicalJson({ ...old, metadata: undefined }) === canonicalJson({ ...rest, metadata: undefined });
+      canonicalJson({ ...old, metadata: old.metadata?.annotations }) ===
+        canonicalJson({ ...rest, metadata: metadata?.annotations });
     if (sameContent) return structuredClone(old) as T;
     const stored = {
       ...rest,
@@ -120,6 +131,8 @@ class FakeKube implements KubeApi {
 /** Nodes answering the admin API: each decommission call moves a leaving node one step towards 'left'. */
 class FakeNodes implements NodeAdmin {
   readonly decommissionCalls: string[] = [];
+  /** Every call's URL and access (CA, server name, token). */
+  readonly calls: Array<{ url: string; access?: NodeAccess }> = [];
   /** Calls a node needs before it reports 'left'. */
   stepsToLeave = 2;
   failWith: string | undefined;
@@ -127,7 +140,8 @@ class FakeNodes implements NodeAdmin {
   ringMembers = new Map<string, string>();
   private progress = new Map<string, number>();
 
-  async decommission(url: string): Promise<NodeStatus> {
+  async decommission(url: string, access?: NodeAccess): Promise<NodeStatus> {
+    this.calls.push({ url, access });
     if (this.unreachable.has(url)) throw new Error(`connect ECONNREFUSED ${url}`);
     this.decommissionCalls.push(url);
     const step = (this.progress.get(url) ?? 0) + 1;
@@ -147,7 +161,8 @@ class FakeNodes implements NodeAdmin {
     return { state: 'up', stream: null };
   }
 
-  async ring(): Promise<RingView> {
+  async ring(url: string, _tokens?: boolean, access?: NodeAccess): Promise<RingView> {
+    this.calls.push({ url, access });
     return { members: [...this.ringMembers].map(([id, state]) => ({ id, state })) };
   }
 
@@ -158,7 +173,7 @@ class FakeNodes implements NodeAdmin {
 
 const silent = pino({ level: 'silent' });
 
-function setup(spec: DynamoClusterSpecInput) {
+function setup(spec: DynamoClusterSpecInput, clock?: { now: Date }) {
   const kube = new FakeKube(spec);
   const nodes = new FakeNodes();
   const reconciler = new Reconciler({
@@ -166,6 +181,7 @@ function setup(spec: DynamoClusterSpecInput) {
     nodes,
     log: silent,
     nodeUrl: (_cluster, ordinal) => `http://node-${ordinal}`,
+    ...(clock ? { now: () => clock.now } : {}),
   });
   const reconcile = (): Promise<StepResult> => reconciler.reconcile('ns', 'demo');
   const replicas = (): number | undefined => kube.get<V1StatefulSet>('StatefulSet', 'demo')?.spec?.replicas;
@@ -474,3 +490,329 @@ describe('the context secret', () => {
 
 const founder = (env: ReturnType<typeof setup>) =>
   env.kube.get<V1ConfigMap>('ConfigMap', 'demo-tokens')?.data?.[FOUNDER_KEY];
+
+/** The decoded files of a Secret in the fake API server. */
+function files(env: ReturnType<typeof setup>, name: string): Record<string, string> {
+  return secretFiles(env.kube.get<V1Secret>('Secret', name));
+}
+
+describe('certificates and client tokens', () => {
+  it('creates the CA, a certificate for each node before its pod, and the tokens; a re-run changes none of them', async () => {
+    const env = setup(SMALL);
+    await env.reconcile();
+    const ca = files(env, 'demo-ca');
+    expect(ca['tls.crt']).toMatch(/BEGIN CERTIFICATE/);
+    expect(ca['tls.key']).toMatch(/BEGIN PRIVATE KEY/);
+    // One node so far, and its certificate exists already.
+    expect(env.replicas()).toBe(1);
+    let tls = files(env, 'demo-tls');
+    expect(Object.keys(tls).sort()).toEqual(['ca.crt', 'demo-0.crt', 'demo-0.key']);
+    expect(tls['ca.crt']).toBe(ca['tls.crt']);
+    expect(issuedBy(tls['demo-0.crt']!, ca['tls.crt']!)).toBe(true);
+    expect(new X509Certificate(tls['demo-0.crt']!).subject).toBe('CN=demo-0');
+    const auth = files(env, 'demo-auth');
+    expect(Object.keys(auth).sort()).toEqual([
+      'admin-token',
+      'operator-token',
+      'read-token',
+      'tokens',
+      'write-token',
+    ]);
+
+    // Each scale-up step writes the next node's certificate before the StatefulSet that starts it.
+    for (let i = 0; i < 30 && env.replicas() !== 3; i++) {
+      env.kube.runPods(() => true);
+      const before = env.replicas() ?? 0;
+      await env.reconcile();
+      const after = env.replicas() ?? 0;
+      tls = files(env, 'demo-tls');
+      for (let o = 0; o < after; o++)
+        expect(tls[`demo-${o}.crt`], `demo-${o} at ${after} replicas`).toBeDefined();
+      if (after > before)
+        expect(env.kube.writes.lastIndexOf('apply Secret')).toBeLessThan(
+          env.kube.writes.lastIndexOf('apply StatefulSet'),
+        );
+    }
+    await settle(env);
+    tls = files(env, 'demo-tls');
+    expect(Object.keys(tls).sort()).toEqual([
+      'ca.crt',
+      'demo-0.crt',
+      'demo-0.key',
+      'demo-1.crt',
+      'demo-1.key',
+      'demo-2.crt',
+      'demo-2.key',
+    ]);
+    for (const pod of ['demo-0', 'demo-1', 'demo-2']) {
+      expect(issuedBy(tls[`${pod}.crt`]!, ca['tls.crt']!)).toBe(true);
+      expect(new X509Certificate(tls[`${pod}.crt`]!).subject).toBe(`CN=${pod}`);
+    }
+    const writes = env.kube.writes.length;
+    for (let i = 0; i < 3; i++) {
+      env.kube.runPods(() => true);
+      await env.reconcile();
+    }
+    expect(env.kube.writes.slice(writes)).toEqual([]);
+    expect(files(env, 'demo-ca')).toEqual(ca);
+    expect(files(env, 'demo-tls')).toEqual(tls);
+    expect(files(env, 'demo-auth')).toEqual(auth);
+    expect(env.kube.events.filter((e) => e.reason === 'CertificatesIssued')).toHaveLength(3);
+    const status = env.kube.cluster.status?.tls;
+    expect(status?.mode).toBe('operator');
+    expect(new Date(status!.caNotAfter!).getTime()).toBeGreaterThan(Date.now() + 3000 * 86_400_000);
+    expect(new Date(status!.certificatesNotAfter!).getTime()).toBeGreaterThan(Date.now() + 89 * 86_400_000);
+  });
+
+  it('calls the nodes over https with the cluster CA, the pod’s DNS name and its own token', async () => {
+    const env = setup(SMALL);
+    await settle(env);
+    const { calls } = env.nodes;
+    expect(calls.length).toBeGreaterThan(0);
+    const ca = files(env, 'demo-ca')['tls.crt'];
+    const token = files(env, 'demo-auth')['operator-token'];
+    for (const call of calls) {
+      const ordinal = Number(call.url.slice('http://node-'.length));
+      expect(call.access).toEqual({
+        ca,
+        serverName: `demo-${ordinal}.demo-peers.ns.svc.cluster.local`,
+        token,
+      });
+    }
+  });
+
+  it('asks the node URL resolver for https with TLS and http without', async () => {
+    for (const [mode, scheme] of [
+      ['operator', 'https'],
+      ['disabled', 'http'],
+    ] as const) {
+      const kube = new FakeKube({ ...SMALL, tls: { mode } });
+      const schemes = new Set<string>();
+      const reconciler = new Reconciler({
+        kube,
+        nodes: new FakeNodes(),
+        log: silent,
+        nodeUrl: (_c, ordinal, _ip, s) => {
+          schemes.add(s);
+          return `${s}://node-${ordinal}`;
+        },
+      });
+      for (let i = 0; i < 10; i++) {
+        kube.runPods(() => true);
+        await reconciler.reconcile('ns', 'demo');
+      }
+      expect([...schemes]).toEqual([scheme]);
+    }
+  });
+
+  it('renews node certificates at two thirds of their lifetime, says so, and keeps the CA and the tokens', async () => {
+    const clock = { now: new Date() };
+    const env = setup(SMALL, clock);
+    await settle(env);
+    const before = files(env, 'demo-tls');
+    const ca = files(env, 'demo-ca');
+    const auth = files(env, 'demo-auth');
+    clock.now = new Date(clock.now.getTime() + 59 * 86_400_000);
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    expect(files(env, 'demo-tls')).toEqual(before);
+
+    clock.now = new Date(clock.now.getTime() + 2 * 86_400_000);
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    const after = files(env, 'demo-tls');
+    for (const pod of ['demo-0', 'demo-1', 'demo-2']) {
+      expect(after[`${pod}.crt`]).not.toBe(before[`${pod}.crt`]);
+      expect(after[`${pod}.key`]).not.toBe(before[`${pod}.key`]);
+      expect(issuedBy(after[`${pod}.crt`]!, ca['tls.crt']!)).toBe(true);
+      expect(certificateValidity(after[`${pod}.crt`]!).notAfter.getTime()).toBeGreaterThan(
+        clock.now.getTime() + 89 * 86_400_000,
+      );
+    }
+    expect(files(env, 'demo-ca')).toEqual(ca);
+    expect(files(env, 'demo-auth')).toEqual(auth);
+    const event = env.kube.events.find((e) => e.reason === 'CertificateRenewed');
+    expect(event?.message).toMatch(/demo-0 \(expiring\), demo-1 \(expiring\), demo-2 \(expiring\)/);
+    expect(env.kube.cluster.status?.tls?.lastRenewal).toEqual({
+      at: clock.now.toISOString(),
+      nodes: ['demo-0', 'demo-1', 'demo-2'],
+    });
+    // The pod template did not change: no restart, the nodes re-read the files.
+    expect(env.kube.writes.slice(-3)).not.toContain('apply StatefulSet');
+  });
+
+  it('never replaces an existing CA: certificates come from it, and a broken one stops the cluster with a Warning', async () => {
+    const own = createCa('my own CA', 365);
+    const env = setup(SMALL);
+    const caSecret = (data: Record<string, string>): V1Secret => ({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'demo-ca', namespace: 'ns' },
+      data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+    });
+    await env.kube.apply(caSecret({ 'tls.crt': own.cert, 'tls.key': own.key }));
+    await settle(env);
+    expect(files(env, 'demo-ca')).toEqual({ 'tls.crt': own.cert, 'tls.key': own.key });
+    expect(issuedBy(files(env, 'demo-tls')['demo-2.crt']!, own.cert)).toBe(true);
+
+    const broken = setup(SMALL);
+    await broken.kube.apply(caSecret({ 'tls.crt': 'garbage' }));
+    const result = await broken.reconcile();
+    expect(result).toMatchObject({ kind: 'requeue', reason: 'invalid CA Secret' });
+    expect(files(broken, 'demo-ca')).toEqual({ 'tls.crt': 'garbage' });
+    expect(broken.kube.get('Secret', 'demo-tls')).toBeUndefined();
+    expect(broken.replicas()).toBeUndefined();
+    expect(broken.kube.events).toContainEqual(
+      expect.objectContaining({ type: 'Warning', reason: 'InvalidCA' }),
+    );
+  });
+
+  it('keeps a user’s edit of the tokens Secret', async () => {
+    const env = setup(SMALL);
+    await env.reconcile();
+    const secret = env.kube.get<V1Secret>('Secret', 'demo-auth')!;
+    const edited = tokensFile({ admin: ['mine-0123456789abcdef'], write: [], read: [] });
+    await env.kube.apply({
+      ...secret,
+      metadata: { ...secret.metadata, resourceVersion: undefined },
+      data: {
+        tokens: Buffer.from(edited).toString('base64'),
+        'admin-token': Buffer.from('mine-0123456789abcdef').toString('base64'),
+      },
+    });
+    await settle(env);
+    expect(files(env, 'demo-auth')).toEqual({ tokens: edited, 'admin-token': 'mine-0123456789abcdef' });
+    // Its own token gone, the operator uses the admin one.
+    expect(env.nodes.calls.at(-1)?.access?.token).toBe('mine-0123456789abcdef');
+  });
+
+  it('drops the certificate of a decommissioned node once its pod is gone', async () => {
+    const env = setup({ ...SMALL, nodes: 4 });
+    await settle(env);
+    expect(files(env, 'demo-tls')['demo-3.crt']).toBeDefined();
+    env.kube.setSpec({ ...SMALL, nodes: 3 });
+    env.nodes.stepsToLeave = 1;
+    await settle(env);
+    expect(env.replicas()).toBe(3);
+    expect(Object.keys(files(env, 'demo-tls')).sort()).toEqual([
+      'ca.crt',
+      'demo-0.crt',
+      'demo-0.key',
+      'demo-1.crt',
+      'demo-1.key',
+      'demo-2.crt',
+      'demo-2.key',
+    ]);
+  });
+
+  it('makes no certificate, token or mount when both are off', async () => {
+    const env = setup({ ...SMALL, tls: { mode: 'disabled' }, auth: { enabled: false } });
+    await settle(env);
+    expect(env.replicas()).toBe(3);
+    for (const name of ['demo-ca', 'demo-tls', 'demo-auth'])
+      expect(env.kube.get('Secret', name), name).toBeUndefined();
+    expect(env.kube.cluster.status?.tls).toEqual({ mode: 'disabled' });
+    expect(env.nodes.calls.length).toBeGreaterThan(0);
+    expect(env.nodes.calls.every((c) => c.access !== undefined && Object.keys(c.access).length === 0)).toBe(
+      true,
+    );
+  });
+
+  it('keeps a running cluster’s TLS mode when the spec changes it, with a Warning', async () => {
+    const env = setup({ ...SMALL, tls: { mode: 'disabled' } });
+    await settle(env);
+    const template = env.kube.get<V1StatefulSet>('StatefulSet', 'demo')!.spec!.template;
+    env.kube.setSpec({ ...SMALL, tls: { mode: 'operator' } });
+    await settle(env);
+    expect(env.kube.get<V1StatefulSet>('StatefulSet', 'demo')!.spec!.template).toEqual(template);
+    expect(env.kube.get('Secret', 'demo-tls')).toBeUndefined();
+    expect(env.kube.events).toContainEqual(
+      expect.objectContaining({ type: 'Warning', reason: 'TLSModeUnchanged' }),
+    );
+    expect(env.kube.cluster.status?.tls?.mode).toBe('disabled');
+
+    // A StatefulSet from before TLS existed (no annotation), whose spec now defaults to operator mode, runs
+    // plain and stays so.
+    const legacy = setup({ ...SMALL, tls: { mode: 'disabled' } });
+    await settle(legacy);
+    const stored = legacy.kube.get<V1StatefulSet>('StatefulSet', 'demo')!;
+    delete stored.metadata!.annotations;
+    legacy.kube.setSpec(SMALL);
+    await settle(legacy);
+    expect(legacy.kube.get('Secret', 'demo-tls')).toBeUndefined();
+    const after = legacy.kube.get<V1StatefulSet>('StatefulSet', 'demo')!;
+    expect(after.metadata?.annotations?.['dynamokv.io/tls-mode']).toBe('disabled');
+    expect(after.spec?.template).toEqual(template);
+  });
+
+  it('cert-manager mode: a Certificate per node, no pod before its Secret is issued, the files copied for the pods', async () => {
+    const env = setup({ ...SMALL, tls: { mode: 'cert-manager', issuerRef: { name: 'ca-issuer' } } });
+    const result = await env.reconcile();
+    expect(result).toMatchObject({ kind: 'requeue', reason: 'waiting for cert-manager to issue demo-0' });
+    const certificate = env.kube.get<KubernetesObject & { spec: { commonName: string; secretName: string } }>(
+      'Certificate',
+      'demo-0-tls',
+    );
+    expect(certificate?.spec).toMatchObject({ commonName: 'demo-0', secretName: 'demo-0-tls' });
+    expect(env.replicas()).toBeUndefined();
+    expect(env.kube.get('Secret', 'demo-ca')).toBeUndefined();
+
+    // Plays cert-manager: every Certificate gets its Secret, issued by the issuer's CA.
+    const issuer = createCa('issuer CA', 365);
+    const issue = async (): Promise<void> => {
+      for (let o = 0; o < 4; o++) {
+        const cert = env.kube.get<
+          KubernetesObject & { spec: { secretName: string; commonName: string; dnsNames: string[] } }
+        >('Certificate', `demo-${o}-tls`);
+        if (!cert || env.kube.get('Secret', cert.spec.secretName)) continue;
+        const pair = issueCertificate(issuer, {
+          commonName: cert.spec.commonName,
+          dnsNames: cert.spec.dnsNames,
+          days: 90,
+        });
+        await env.kube.apply({
+          apiVersion: 'v1',
+          kind: 'Secret',
+          metadata: { name: cert.spec.secretName, namespace: 'ns' },
+          data: Object.fromEntries(
+            Object.entries({ 'tls.crt': pair.cert, 'tls.key': pair.key, 'ca.crt': issuer.cert }).map(
+              ([k, v]) => [k, Buffer.from(v).toString('base64')],
+            ),
+          ),
+        } as V1Secret);
+      }
+    };
+    for (let i = 0; i < 40 && env.replicas() !== 3; i++) {
+      await issue();
+      env.kube.runPods(() => true);
+      await env.reconcile();
+    }
+    await settle(env);
+    expect(env.replicas()).toBe(3);
+    const tls = files(env, 'demo-tls');
+    expect(tls['ca.crt']?.trim()).toBe(issuer.cert.trim());
+    for (const pod of ['demo-0', 'demo-1', 'demo-2']) {
+      expect(tls[`${pod}.crt`]).toBe(files(env, `${pod}-tls`)['tls.crt']);
+      expect(issuedBy(tls[`${pod}.crt`]!, issuer.cert)).toBe(true);
+    }
+    expect(env.kube.cluster.status?.tls?.mode).toBe('cert-manager');
+
+    // cert-manager renews demo-1: the operator copies it and says so.
+    const renewed = issueCertificate(issuer, { ...expectedNames(env.kube.cluster, 1), days: 90 });
+    const source = env.kube.get<V1Secret>('Secret', 'demo-1-tls')!;
+    await env.kube.apply({
+      ...source,
+      metadata: { ...source.metadata, resourceVersion: undefined },
+      data: {
+        ...source.data,
+        'tls.crt': Buffer.from(renewed.cert).toString('base64'),
+        'tls.key': Buffer.from(renewed.key).toString('base64'),
+      },
+    });
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    expect(files(env, 'demo-tls')['demo-1.crt']).toBe(renewed.cert);
+    expect(env.kube.events).toContainEqual(expect.objectContaining({ reason: 'CertificateRenewed' }));
+    expect(env.kube.cluster.status?.tls?.lastRenewal?.nodes).toEqual(['demo-1']);
+  });
+});

@@ -2,32 +2,43 @@
 import type { V1Affinity, V1EnvVar, V1PersistentVolumeClaim, V1StatefulSet } from '@kubernetes/client-node';
 import { DATA_DIR, type DynamoCluster, type DynamoClusterSpec, HTTP_PORT, PEER_PORT } from '../api-types.js';
 import {
+  authSecretName,
   contextSecretName,
   LABEL_COMPONENT,
   peerServiceName,
   seedAddresses,
   selectorLabels,
   statefulSetName,
+  tlsSecretName,
   tokenConfigMapName,
   VOLUME_CLAIM,
 } from '../names.js';
 import { FOUNDER_KEY } from '../token-assignments.js';
+import { TOKENS_FILE_KEY } from './auth.js';
 import { ownedMeta } from './meta.js';
 import { CONTEXT_SECRET_KEY } from './secrets.js';
+import { CA_CERT_KEY } from './tls.js';
 
 export const CONTAINER_NAME = 'dynamo';
 /** Where the token ConfigMap is mounted: one file per node, named after the pod. */
 export const TOKENS_DIR = '/etc/dynamo/tokens';
 /** Where the cluster's secrets are mounted. */
 export const SECRETS_DIR = '/etc/dynamo/secrets';
-/** How long a pod waits for its tokens file before failing (and being restarted by the kubelet). */
+/** Where the node certificate Secret is mounted: `<pod>.crt`, `<pod>.key` and `ca.crt`. */
+export const TLS_DIR = '/etc/dynamo/tls';
+/** Where the client tokens file is mounted. */
+export const AUTH_DIR = '/etc/dynamo/auth';
+/** How long a pod waits for its tokens file (and its certificate) before failing (and being restarted by the kubelet). */
 export const TOKENS_WAIT_SECONDS = 120;
+/** Annotation on the StatefulSet: the TLS mode its nodes were created with (see Reconciler.observe). */
+export const TLS_MODE_ANNOTATION = 'dynamokv.io/tls-mode';
 
 /**
  * The container's entry point. A node must start with the tokens the operator chose for it (they are persisted
  * on first start and never change), so it waits for its entry in the mounted ConfigMap and fails rather than
- * start with tokens of its own. The node the ConfigMap names as founder (a new cluster's first) starts with
- * --bootstrap; every other node waits to hear from a member before it serves.
+ * start with tokens of its own; with TLS it waits for its certificate the same way (the operator writes it
+ * before the pod exists, but a Secret volume may lag). The node the ConfigMap names as founder (a new cluster's
+ * first) starts with --bootstrap; every other node waits to hear from a member before it serves.
  */
 export const NODE_START_SCRIPT = [
   'set -eu',
@@ -37,16 +48,31 @@ export const NODE_START_SCRIPT = [
   `  if [ "$waited" -ge ${TOKENS_WAIT_SECONDS} ]; then echo "no tokens for \${DYNAMO_NODE_ID} in $f" >&2; exit 1; fi`,
   '  sleep 2; waited=$((waited + 2))',
   'done',
+  `if [ -n "\${DYNAMO_TLS_CERT:-}" ]; then`,
+  '  while [ ! -s "$DYNAMO_TLS_CERT" ] || [ ! -s "$DYNAMO_TLS_KEY" ]; do',
+  `    if [ "$waited" -ge ${TOKENS_WAIT_SECONDS} ]; then echo "no certificate for \${DYNAMO_NODE_ID} at $DYNAMO_TLS_CERT" >&2; exit 1; fi`,
+  '    sleep 2; waited=$((waited + 2))',
+  '  done',
+  'fi',
   'DYNAMO_INITIAL_TOKENS="$(cat "$f")"',
   'export DYNAMO_INITIAL_TOKENS',
   `if [ "$(cat "${TOKENS_DIR}/${FOUNDER_KEY}" 2>/dev/null || true)" = "\${DYNAMO_NODE_ID}" ]; then export DYNAMO_BOOTSTRAP=true; fi`,
   'exec node dist/node/src/cli/main.js node',
 ].join('\n');
 
-/** Environment of a node: its identity from the downward API, the ring settings from the spec. */
+/** Whether the nodes run with TLS (either mode: both mount `<cluster>-tls`). */
+export const tlsOn = (spec: DynamoClusterSpec): boolean => spec.tls.mode !== 'disabled';
+
+/**
+ * Environment of a node: its identity from the downward API, the ring settings from the spec, and its
+ * certificate (its own files, by pod name, in the shared Secret) and the client tokens file when on.
+ */
 export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvVar[] {
   const { name, namespace } = cluster.metadata;
   const podDns = `$(DYNAMO_NODE_ID).${peerServiceName(name)}.${namespace}.svc.cluster.local`;
+  const tls = tlsOn(spec);
+  const cert = `${TLS_DIR}/$(DYNAMO_NODE_ID).crt`;
+  const key = `${TLS_DIR}/$(DYNAMO_NODE_ID).key`;
   return [
     { name: 'DYNAMO_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
@@ -58,7 +84,7 @@ export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvV
     { name: 'DYNAMO_PEER_PORT', value: String(PEER_PORT) },
     // $(VAR) expands variables defined above it: each pod advertises its own stable DNS name.
     { name: 'DYNAMO_ADVERTISE', value: `${podDns}:${PEER_PORT}` },
-    { name: 'DYNAMO_ADVERTISE_HTTP', value: `http://${podDns}:${HTTP_PORT}` },
+    { name: 'DYNAMO_ADVERTISE_HTTP', value: `${tls ? 'https' : 'http'}://${podDns}:${HTTP_PORT}` },
     { name: 'DYNAMO_SEEDS', value: seedAddresses(cluster, spec.seeds).join(',') },
     { name: 'DYNAMO_TOKENS', value: String(spec.tokensPerNode) },
     { name: 'DYNAMO_DATA_DIR', value: DATA_DIR },
@@ -69,6 +95,19 @@ export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvV
     { name: 'DYNAMO_ANTI_ENTROPY_INTERVAL_MS', value: String(spec.antiEntropy.intervalSeconds * 1000) },
     { name: 'DYNAMO_LOG_LEVEL', value: 'info' },
     { name: 'DYNAMO_CONTEXT_SECRET_FILE', value: `${SECRETS_DIR}/${CONTEXT_SECRET_KEY}` },
+    ...(tls
+      ? [
+          // One certificate for both ports: peers check its common name, clients its DNS names.
+          { name: 'DYNAMO_TLS_CERT', value: cert },
+          { name: 'DYNAMO_TLS_KEY', value: key },
+          { name: 'DYNAMO_TLS_CA', value: `${TLS_DIR}/${CA_CERT_KEY}` },
+          { name: 'DYNAMO_HTTP_TLS_CERT', value: cert },
+          { name: 'DYNAMO_HTTP_TLS_KEY', value: key },
+        ]
+      : []),
+    ...(spec.auth.enabled
+      ? [{ name: 'DYNAMO_AUTH_TOKENS_FILE', value: `${AUTH_DIR}/${TOKENS_FILE_KEY}` }]
+      : []),
   ];
 }
 
@@ -94,10 +133,15 @@ export function buildStatefulSet(
   const name = cluster.metadata.name;
   const selector = selectorLabels(name);
   const overrides = spec.podTemplate;
+  const tls = tlsOn(spec);
+  // The kubelet probes HTTPS without checking the certificate, as for any probe.
+  const scheme = tls ? 'HTTPS' : 'HTTP';
+  const meta = ownedMeta(cluster, statefulSetName(name));
+  meta.annotations = { [TLS_MODE_ANNOTATION]: spec.tls.mode };
   return {
     apiVersion: 'apps/v1',
     kind: 'StatefulSet',
-    metadata: ownedMeta(cluster, statefulSetName(name)),
+    metadata: meta,
     spec: {
       replicas,
       serviceName: peerServiceName(name),
@@ -144,13 +188,13 @@ export function buildStatefulSet(
               },
               resources: spec.resources,
               readinessProbe: {
-                httpGet: { path: '/ready', port: 'http' },
+                httpGet: { path: '/ready', port: 'http', scheme },
                 periodSeconds: 5,
                 timeoutSeconds: 3,
                 failureThreshold: 3,
               },
               livenessProbe: {
-                httpGet: { path: '/health', port: 'http' },
+                httpGet: { path: '/health', port: 'http', scheme },
                 initialDelaySeconds: 15,
                 periodSeconds: 10,
                 timeoutSeconds: 5,
@@ -162,12 +206,30 @@ export function buildStatefulSet(
                 { name: VOLUME_CLAIM, mountPath: DATA_DIR },
                 { name: 'tokens', mountPath: TOKENS_DIR, readOnly: true },
                 { name: 'secrets', mountPath: SECRETS_DIR, readOnly: true },
+                ...(tls ? [{ name: 'tls', mountPath: TLS_DIR, readOnly: true }] : []),
+                ...(spec.auth.enabled ? [{ name: 'auth', mountPath: AUTH_DIR, readOnly: true }] : []),
               ],
             },
           ],
           volumes: [
             { name: 'tokens', configMap: { name: tokenConfigMapName(name) } },
             { name: 'secrets', secret: { secretName: contextSecretName(name), defaultMode: 0o400 } },
+            ...(tls
+              ? [{ name: 'tls', secret: { secretName: tlsSecretName(name), defaultMode: 0o400 } }]
+              : []),
+            // Only the tokens file: the pods need no token of their own.
+            ...(spec.auth.enabled
+              ? [
+                  {
+                    name: 'auth',
+                    secret: {
+                      secretName: authSecretName(name),
+                      defaultMode: 0o400,
+                      items: [{ key: TOKENS_FILE_KEY, path: TOKENS_FILE_KEY }],
+                    },
+                  },
+                ]
+              : []),
           ],
         },
       },
