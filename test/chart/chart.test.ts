@@ -81,8 +81,11 @@ const CONTROLLER_GRANTS: Record<string, string[]> = {
   '/configmaps': OWNED,
   'policy/poddisruptionbudgets': OWNED,
   'networking.k8s.io/networkpolicies': OWNED,
-  // The context secret: created once, never listed, watched or updated.
+  // The context, token and CA Secrets: created once; the node certificates: applied (patch). Never listed,
+  // watched or updated.
   '/secrets': ['get', 'create', 'patch'],
+  // cert-manager mode: a Certificate per node.
+  'cert-manager.io/certificates': ['get', 'create', 'patch', 'delete'],
   '/pods': ['get', 'list', 'watch', 'delete'],
   '/persistentvolumeclaims': ['get', 'list', 'delete'],
   '/events': ['create', 'patch'],
