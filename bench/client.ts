@@ -40,6 +40,7 @@ export class BenchClient implements KvClient {
     concurrency: number,
     routing: Routing,
     token: string | undefined,
+    ca?: Buffer,
     timeoutMs = 30_000,
   ) {
     this.client = new DynamoClient({
@@ -49,6 +50,7 @@ export class BenchClient implements KvClient {
       timeoutMs,
       retries: 0,
       ...(token ? { token } : {}),
+      ...(ca ? { ca } : {}),
     });
   }
 

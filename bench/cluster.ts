@@ -17,6 +17,8 @@ export const SERVER_CLI = fileURLToPath(new URL('../node/src/cli/main.js', impor
 
 export interface LocalClusterOptions {
   nodes: number;
+  /** `dynamo local --insecure`: no TLS and no client tokens (to measure what security costs). */
+  insecure?: boolean;
   /** How long every node gets to answer GET /ready with 200. */
   readyTimeoutMs?: number;
   /** Aborting gives up waiting for readiness (the cluster is then stopped). */
@@ -30,8 +32,10 @@ export interface LocalCluster {
   readonly httpPort: number;
   readonly peerPort: number;
   readonly root: string;
-  /** The admin token `dynamo local` made (its API requires one). */
+  /** The admin token `dynamo local` made (its API requires one unless insecure). */
   readonly token: string | undefined;
+  /** The local CA clients trust (PEM), unless insecure. */
+  readonly ca: Buffer | undefined;
   /** Stops every node (SIGTERM, then SIGKILL to the group) and removes the temp directory. */
   stop(): Promise<void>;
 }
@@ -89,6 +93,7 @@ class LocalClusterProcess implements LocalCluster {
   private stopping: Promise<void> | undefined;
   readonly exited: Promise<string>;
   token: string | undefined;
+  ca: Buffer | undefined;
 
   constructor(
     readonly nodes: number,
@@ -159,7 +164,11 @@ async function waitForReady(
   timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  const agent = new Agent({ connect: { timeout: 1_000 } });
+  // Over TLS, the local CA dynamo local makes as it starts; polled for until it exists.
+  const caFile = path.join(cluster.root, 'data', 'tls', 'ca.crt');
+  let agent: Agent | undefined = cluster.endpoints[0]!.startsWith('https:')
+    ? undefined
+    : new Agent({ connect: { timeout: 1_000 } });
   let exitReason: string | undefined;
   void cluster.exited.then((reason) => {
     exitReason = reason;
@@ -174,7 +183,11 @@ async function waitForReady(
       if (Date.now() > deadline) {
         throw new Error(`not ready after ${timeoutMs / 1000} s: ${[...pending].join(', ')}`);
       }
-      for (const endpoint of [...pending]) {
+      if (!agent && existsSync(caFile)) {
+        cluster.ca = readFileSync(caFile);
+        agent = new Agent({ connect: { timeout: 1_000, ca: cluster.ca } });
+      }
+      for (const endpoint of agent ? [...pending] : []) {
         try {
           const { statusCode, body } = await request(`${endpoint}/ready`, {
             dispatcher: agent,
@@ -190,7 +203,7 @@ async function waitForReady(
       if (pending.size > 0) await delay(200);
     }
   } finally {
-    await agent.destroy();
+    await agent?.destroy();
   }
 }
 
@@ -223,6 +236,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     String(peerPort),
     '--data-dir',
     dataDir,
+    ...(options.insecure ? ['--insecure'] : []),
   ];
   const log = openSync(logFile, 'a');
   let child: ChildProcess;
@@ -231,13 +245,15 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   } finally {
     closeSync(log);
   }
-  const endpoints = Array.from({ length: options.nodes }, (_, i) => `http://127.0.0.1:${httpPort + i}`);
+  const scheme = options.insecure ? 'http' : 'https';
+  const endpoints = Array.from({ length: options.nodes }, (_, i) => `${scheme}://127.0.0.1:${httpPort + i}`);
   const cluster = new LocalClusterProcess(options.nodes, endpoints, httpPort, peerPort, root, logFile, child);
   running.add(cluster);
 
   try {
     await waitForReady(cluster, options.readyTimeoutMs ?? 30_000, options.signal);
-    cluster.token = readFileSync(path.join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)?.[1];
+    if (!options.insecure)
+      cluster.token = readFileSync(path.join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)?.[1];
   } catch (err) {
     const tail = cluster.logTail();
     await cluster.stop();

@@ -30,6 +30,8 @@ export interface BenchOptions {
   baseline: boolean;
   /** Also run the workloads through DynamoClient (client-routed) on the cluster. */
   routing: boolean;
+  /** Also run the local cluster with `dynamo local --insecure` (no TLS, no tokens): what security costs. */
+  compareInsecure: boolean;
   bucket: string;
   out: string;
   seed: number;
@@ -87,6 +89,10 @@ const FLAGS = {
   'no-routing': {
     type: 'boolean',
     help: 'skip the second pass of the workloads through DynamoClient, which routes each request to a replica of its key',
+  },
+  'compare-insecure': {
+    type: 'boolean',
+    help: 'also run the local cluster without TLS and client tokens (dynamo local --insecure) and compare: the cost of TLS and auth',
   },
   bucket: { type: 'string', arg: 'NAME', default: 'ycsb', help: 'bucket the records live in' },
   out: {
@@ -231,6 +237,10 @@ export function parseBenchArgs(
     throw new UsageError('--no-baseline and --baseline-endpoint contradict each other');
   }
 
+  const compareInsecure = values['compare-insecure'] === true;
+  if (compareInsecure && endpoints !== undefined)
+    throw new UsageError('--compare-insecure compares two local clusters: it does not go with --endpoints');
+
   const bucket = withDefault('bucket');
   if (bucket === '' || bucket.includes('/'))
     throw new UsageError(`--bucket must be a non-empty name without "/"`);
@@ -253,6 +263,7 @@ export function parseBenchArgs(
       baselineEndpoint,
       baseline: !noBaseline && (endpoints === undefined || baselineEndpoint !== undefined),
       routing: values['no-routing'] !== true,
+      compareInsecure,
       bucket,
       out,
       seed: seedRaw === undefined ? randomSeed() : integer('seed', seedRaw, 0),

@@ -5,6 +5,7 @@
  * n=1,r=1,w=1 baseline, prints tables and writes a JSON result file. Flags: see options.ts or --help.
  */
 import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,8 +31,8 @@ const BASELINE_PROPS: Partial<BucketProps> = { n: 1, r: 1, w: 1 };
 
 /** What to benchmark: a local cluster to start, or existing endpoints. */
 interface Target {
-  label: 'cluster' | 'baseline';
-  local?: { nodes: number };
+  label: 'cluster' | 'baseline' | 'insecure cluster';
+  local?: { nodes: number; insecure?: boolean };
   endpoints?: string[];
   /** Bucket props set before loading (none: the server's defaults). */
   props?: Partial<BucketProps>;
@@ -75,13 +76,15 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
     let endpoints = target.endpoints ?? [];
     if (target.local) {
       out(`${target.label}: starting a local ${target.local.nodes}-node cluster...`);
-      local = await startLocalCluster({ nodes: target.local.nodes, signal });
+      local = await startLocalCluster({ nodes: target.local.nodes, insecure: target.local.insecure, signal });
       endpoints = local.endpoints;
     }
     out(`${target.label}: ${endpoints.join(', ')}`);
     // A local cluster's own admin token; for an existing cluster, DYNAMO_TOKEN if it requires one.
     const token = local ? local.token : process.env.DYNAMO_TOKEN;
-    const client = new BenchClient(endpoints, options.concurrency, 'any', token);
+    // Over https, the local cluster's CA, or DYNAMO_CA for an existing one.
+    const ca = local ? local.ca : process.env.DYNAMO_CA ? readFileSync(process.env.DYNAMO_CA) : undefined;
+    const client = new BenchClient(endpoints, options.concurrency, 'any', token, ca);
     try {
       if (target.props) await client.setBucketProps(options.bucket, target.props);
       const bucketProps = await client.getBucketProps(options.bucket).catch(() => null);
@@ -120,7 +123,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       // DynamoClient, back to back, so both modes meet the same store state (compaction debt included).
       const routed =
         target.label === 'cluster' && options.routing
-          ? new BenchClient(endpoints, options.concurrency, 'preference-list', token)
+          ? new BenchClient(endpoints, options.concurrency, 'preference-list', token, ca)
           : undefined;
       const routedPhases: PhaseSummary[] | null = routed ? [] : null;
       try {
@@ -231,10 +234,17 @@ async function main(argv: string[]): Promise<number> {
       ? { label: 'baseline', endpoints: [options.baselineEndpoint], props: BASELINE_PROPS }
       : { label: 'baseline', local: { nodes: 1 }, props: BASELINE_PROPS };
 
+  // The same cluster without TLS and tokens, to measure what they cost (same run, same seed).
+  const insecureTarget: Target | undefined = options.compareInsecure
+    ? { label: 'insecure cluster', local: { nodes: options.nodes, insecure: true } }
+    : undefined;
+
   let cluster: TargetResult;
   let baseline: TargetResult | null = null;
+  let insecure: TargetResult | null = null;
   try {
     cluster = await runTarget(clusterTarget, options, controller.signal);
+    if (insecureTarget) insecure = await runTarget(insecureTarget, options, controller.signal);
     if (baselineTarget) baseline = await runTarget(baselineTarget, options, controller.signal);
   } catch (err) {
     clearProgress();
@@ -258,6 +268,15 @@ async function main(argv: string[]): Promise<number> {
     out();
     out('== cluster ÷ baseline (ops/s ratio < 1: cluster slower; p99 ratio > 1: cluster slower)');
     out(formatComparisonTable(comparison));
+  }
+  const security = insecure ? comparePhases(cluster.phases, insecure.phases) : null;
+  if (insecure && security) {
+    printTarget(insecure, `${insecure.nodes} node(s), no TLS and no client tokens (dynamo local --insecure)`);
+    out();
+    out(
+      '== TLS and auth on ÷ off (ops/s ratio < 1: security costs throughput; p99 ratio > 1: it costs latency)',
+    );
+    out(formatComparisonTable(security));
   }
   const routing = cluster.routedPhases ? comparePhases(cluster.routedPhases, cluster.phases) : null;
   if (cluster.routedPhases && routing) {
@@ -290,12 +309,15 @@ async function main(argv: string[]): Promise<number> {
       endpoints: options.endpoints ?? null,
       baselineEndpoint: options.baselineEndpoint ?? null,
       baseline: options.baseline,
+      compareInsecure: options.compareInsecure,
     },
     environment: environment(),
     cluster,
     baseline,
     comparison,
     routing,
+    insecure,
+    security,
   };
   const file = path.resolve(options.out);
   await mkdir(path.dirname(file), { recursive: true });

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { DynamoClient, NotFoundError } from '../node/src/index.js';
+import { clientOptionsFromEnv, DynamoClient, NotFoundError } from '../node/src/index.js';
 
 export interface SessionStoreOptions {
   bucket?: string;
@@ -74,10 +74,8 @@ export class SessionStore {
 }
 
 async function main(): Promise<void> {
-  const endpoint = process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
-  // npm start turns authentication on: export DYNAMO_TOKEN (see its output).
-  const token = process.env.DYNAMO_TOKEN;
-  const client = new DynamoClient({ seeds: [endpoint], ...(token ? { token } : {}) });
+  // npm start turns TLS and authentication on: export DYNAMO_TOKEN and DYNAMO_CA as it prints.
+  const client = new DynamoClient(clientOptionsFromEnv());
   const sessions = new SessionStore(client, { bucket: 'demo-sessions', ttlSeconds: 2 });
   try {
     await sessions.init();

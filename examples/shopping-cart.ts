@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { DynamoClient, NotFoundError, type Sibling } from '../node/src/index.js';
+import { clientOptionsFromEnv, DynamoClient, NotFoundError, type Sibling } from '../node/src/index.js';
 
 /** The stored form: item → tags of its adds, and the tags removed since. */
 export interface CartState {
@@ -113,10 +113,8 @@ export class ShoppingCarts {
 }
 
 async function main(): Promise<void> {
-  const endpoint = process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
-  // npm start turns authentication on: export DYNAMO_TOKEN (see its output).
-  const token = process.env.DYNAMO_TOKEN;
-  const client = new DynamoClient({ seeds: [endpoint], ...(token ? { token } : {}) });
+  // npm start turns TLS and authentication on: export DYNAMO_TOKEN and DYNAMO_CA as it prints.
+  const client = new DynamoClient(clientOptionsFromEnv());
   const carts = new ShoppingCarts(client);
   const user = `demo-${Date.now()}`;
   try {

@@ -11,6 +11,7 @@ export {
   type Value,
   type WriteOptions,
 } from './client/client.js';
+export { clientOptionsFromEnv, defaultEndpoint } from './client/environment.js';
 export type { RingView, Routing } from './client/router.js';
 export { loadConfig, type NodeConfig, SETTINGS } from './config.js';
 export * from './errors.js';

@@ -1,9 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Agent, fetch, type RequestInit } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, freePortRange, metric, waitFor } from './harness.js';
+import { CLI, freePortRange, waitFor } from './harness.js';
 
 /** `dynamo local` on dataDir, running until stop(); resolves once it prints that the cluster is ready. */
 async function runLocal(dataDir: string, extra: string[] = []) {
@@ -35,15 +37,32 @@ async function runLocal(dataDir: string, extra: string[] = []) {
     await stop();
     throw err;
   }
-  const urls = [0, 1, 2].map((i) => `http://127.0.0.1:${httpPort + i}`);
+  // TLS unless --insecure: the local CA is what a user exports as DYNAMO_CA.
+  const ca = join(dataDir, 'tls', 'ca.crt');
+  const tls = !extra.includes('--insecure');
+  const scheme = tls ? 'https' : 'http';
+  const urls = [0, 1, 2].map((i) => `${scheme}://127.0.0.1:${httpPort + i}`);
   // The admin token dynamo local made (what a user exports as DYNAMO_TOKEN).
   const token = readFileSync(join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)![1]!;
   const auth = { authorization: `Bearer ${token}` };
-  /** fetch with the admin token. */
+  const dispatcher = tls ? new Agent({ connect: { ca: readFileSync(ca) } }) : undefined;
+  /** fetch with the admin token, trusting the local CA. */
   const call = (url: string, init: RequestInit = {}) =>
-    fetch(url, { ...init, headers: { ...auth, ...init.headers } });
-  return { urls, out: () => out, stop, call, token };
+    fetch(url, {
+      ...init,
+      headers: { ...auth, ...(init.headers as Record<string, string>) },
+      ...(dispatcher ? { dispatcher } : {}),
+    });
+  /** A node's metric, read over its (https) endpoint. */
+  const metric = async (url: string, name: string) => {
+    const text = await (await call(`${url}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line === undefined ? undefined : Number(line.split(' ').at(-1));
+  };
+  return { urls, out: () => out, stop, call, token, ca, metric, httpPort };
 }
+
+const run = promisify(execFile);
 
 describe('dynamo local (npm start)', () => {
   const root = mkdtempSync(join(tmpdir(), 'dynamo-local-'));
@@ -56,10 +75,18 @@ describe('dynamo local (npm start)', () => {
     const local = await runLocal(dataDir);
     try {
       for (const url of local.urls) expect(local.out()).toContain(url);
-      // Secure by default: no token, no access; the printed admin token works.
-      const open = await fetch(`${local.urls[0]}/buckets/demo/keys/greeting`, { method: 'PUT', body: 'x' });
+      // Secure by default: TLS (plain HTTP gets no answer), no token no access; the printed admin token works.
+      await expect(fetch(`http://127.0.0.1:${local.httpPort}/health`)).rejects.toThrow();
+      const untrusted = await fetch(`${local.urls[0]}/health`).catch((err: Error) => err);
+      expect(untrusted).toBeInstanceOf(Error); // a client that does not trust the local CA
+      const open = await local.call(`${local.urls[0]}/buckets/demo/keys/greeting`, {
+        method: 'PUT',
+        body: 'x',
+        headers: { authorization: '' },
+      });
       expect(open.status).toBe(401);
       expect(local.out()).toContain(`export DYNAMO_TOKEN=${local.token}`);
+      expect(local.out()).toContain('export DYNAMO_CA=');
       const w = await local.call(`${local.urls[0]}/buckets/demo/keys/greeting`, {
         method: 'PUT',
         body: 'hello',
@@ -67,7 +94,16 @@ describe('dynamo local (npm start)', () => {
       expect(w.status).toBe(204);
       for (const url of local.urls)
         expect(await (await local.call(`${url}/buckets/demo/keys/greeting`)).text()).toBe('hello');
-      expect(readdirSync(dataDir).sort()).toEqual(['context-secret', 'n1', 'n2', 'n3', 'tokens']);
+      expect(readdirSync(dataDir).sort()).toEqual(['context-secret', 'n1', 'n2', 'n3', 'tls', 'tokens']);
+      // The CLI, configured as printed, reads it back over HTTPS.
+      const env = {
+        ...process.env,
+        DYNAMO_TOKEN: local.token,
+        DYNAMO_CA: local.ca,
+        DYNAMO_ENDPOINT: local.urls[1],
+      };
+      const got = await run(process.execPath, [CLI, 'get', 'demo', 'greeting'], { env });
+      expect(got.stdout.trim()).toBe('hello');
       // Gossip membership: every node is a member the failure detector watches.
       const ring = (await (await local.call(`${local.urls[2]}/admin/ring`)).json()) as {
         members: Array<{ id: string; state: string }>;
@@ -80,7 +116,20 @@ describe('dynamo local (npm start)', () => {
     } finally {
       expect(await local.stop()).toBe(0);
     }
-    await expect(fetch(`${local.urls[0]}/health`)).rejects.toThrow();
+    await expect(local.call(`${local.urls[0]}/health`)).rejects.toThrow();
+  });
+
+  it('--insecure runs without TLS or tokens, and says so', { timeout: 45_000 }, async () => {
+    const dataDir = join(root, 'd');
+    const local = await runLocal(dataDir, ['--insecure']);
+    try {
+      expect(local.out()).toMatch(/--insecure: no TLS and no client tokens/);
+      expect(existsSync(join(dataDir, 'tls'))).toBe(false);
+      const w = await fetch(`${local.urls[0]}/buckets/demo/keys/k`, { method: 'PUT', body: 'plain' });
+      expect(w.status).toBe(204);
+    } finally {
+      expect(await local.stop()).toBe(0);
+    }
   });
 
   it('restarted with n1 wiped, rebuilds n1 from the others before it serves (no second cluster)', {
@@ -104,7 +153,7 @@ describe('dynamo local (npm start)', () => {
     const second = await runLocal(dataDir);
     try {
       // n=3 on 3 nodes: n1 holds every key again, streamed in before it became ready.
-      expect(await metric(second.urls[0]!, /^dynamo_storage_keys\b/)).toBe(keys.length);
+      expect(await second.metric(second.urls[0]!, 'dynamo_storage_keys')).toBe(keys.length);
       const ring = (await (await second.call(`${second.urls[0]}/admin/ring`)).json()) as {
         members: Array<{ id: string }>;
       };

@@ -22,11 +22,13 @@ describe('bench options', () => {
       baselineEndpoint: undefined,
       baseline: true,
       routing: true,
+      compareInsecure: false,
       bucket: 'ycsb',
       out: 'bench/results/ycsb-2025-01-02T03-04-05-678Z.json',
       seed: 99,
     });
     expect(parse('--no-routing').routing).toBe(false);
+    expect(parse('--compare-insecure').compareInsecure).toBe(true);
     expect(defaultOutPath(now)).toBe('bench/results/ycsb-2025-01-02T03-04-05-678Z.json');
   });
 
@@ -85,6 +87,7 @@ describe('bench options', () => {
     [['--endpoints', 'localhost:8080']],
     [['--endpoints', 'http://h:1/path']],
     [['--no-baseline', '--baseline-endpoint', 'http://h:1']],
+    [['--compare-insecure', '--endpoints', 'http://h:1']],
     [['--bogus']],
     [['positional']],
     [['--records']],

@@ -304,7 +304,9 @@ describe('GossipState', () => {
     const state = newState();
     state.merge([entry('d', 3, 42, { status: 'up' })]);
     const tombstone = state.markRemoved('d');
-    expect(tombstone).toEqual(entry('d', 3, 42 + REMOVAL_VERSION_LEAD, { status: 'removed', removedBy: 'self' }));
+    expect(tombstone).toEqual(
+      entry('d', 3, 42 + REMOVAL_VERSION_LEAD, { status: 'removed', removedBy: 'self' }),
+    );
     expect(state.get('d')).toEqual(tombstone);
     expect(state.markRemoved('d')).toBe(tombstone);
     expect(state.merge([entry('d', 3, 5000, { status: 'up' })]).changed).toEqual([]);

@@ -8,10 +8,11 @@
  * fixed member list instead.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Agent, fetch } from 'undici';
+import { localCredentials } from './local-credentials.js';
 
 export interface LocalClusterOptions {
   nodes: number;
@@ -23,6 +24,8 @@ export interface LocalClusterOptions {
   static: boolean;
   /** Extra flags passed to every node (e.g. --tokens 64). */
   nodeArgs: string[];
+  /** No TLS and no client tokens: plain TCP between nodes, an open plain-HTTP API. */
+  insecure: boolean;
 }
 
 /** How long a local node joining the cluster waits for writes routed by the old ring (no network hops here). */
@@ -36,12 +39,17 @@ interface LocalNode {
 
 const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
 
-async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+async function waitReady(
+  url: string,
+  child: ChildProcess,
+  timeoutMs: number,
+  dispatcher: Agent | undefined,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`exited with code ${child.exitCode} before it was ready`);
     try {
-      const res = await fetch(`${url}/ready`);
+      const res = await fetch(`${url}/ready`, dispatcher ? { dispatcher } : {});
       if (res.ok) return;
     } catch {
       // not listening yet
@@ -59,24 +67,16 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const seeds = ids.map((_, i) => `${o.host}:${o.peerPort + i}`).join(',');
   // A LevelDB database holds a CURRENT file: no node has one on the very first start only.
   const fresh = ids.every((id) => !existsSync(join(dataDir, id, 'CURRENT')));
-  // The cluster's context secret, made once: every node authenticates contexts with it.
-  mkdirSync(dataDir, { recursive: true });
-  const secretFile = join(dataDir, 'context-secret');
-  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
-  // Client tokens, made once, one per role: the API is not open even on one machine.
-  const tokensFile = join(dataDir, 'tokens');
-  const newTokens = !existsSync(tokensFile);
-  if (newTokens) {
-    const lines = ['admin', 'write', 'read'].map((role) => `${role} ${randomBytes(24).toString('hex')}`);
-    writeFileSync(
-      tokensFile,
-      `# role token (dynamo local made these; edit to rotate)\n${lines.join('\n')}\n`,
-      {
-        mode: 0o600,
-      },
+  const creds = localCredentials(dataDir, ids, o.host, o.insecure);
+  const { secretFile, tokensFile, newTokens, adminToken, tls } = creds;
+  const scheme = tls ? 'https' : 'http';
+  const dispatcher = tls ? new Agent({ connect: { ca: readFileSync(tls.ca) } }) : undefined;
+  if (!tls) {
+    console.warn(
+      '\n*** --insecure: no TLS and no client tokens. Nodes talk plain TCP and trust what peers say ' +
+        'they are; the HTTP API is open to anyone who can reach it. For experiments on a trusted machine only. ***\n',
     );
   }
-  const adminToken = readFileSync(tokensFile, 'utf8').match(/^admin (\S+)$/m)?.[1];
   let stopping = false;
   const nodes: LocalNode[] = ids.map((id, i) => {
     const dir = join(dataDir, id);
@@ -89,9 +89,15 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     if (!o.static) membership.push('--ring-settle-ms', String(LOCAL_RING_SETTLE_MS));
     if (!o.static && fresh && i === 0) membership.push('--bootstrap');
     const args = [MAIN, 'node', '--node-id', id, ...membership, '--data-dir', dir];
-    args.push('--context-secret-file', secretFile, '--auth-tokens-file', tokensFile);
+    args.push('--context-secret-file', secretFile);
+    if (tls) {
+      args.push('--auth-tokens-file', tokensFile);
+      const own = tls.node(id);
+      args.push('--tls-cert', own.cert, '--tls-key', own.key, '--tls-ca', tls.ca);
+      args.push('--http-tls-cert', own.cert, '--http-tls-key', own.key);
+    }
     args.push('--http-host', o.host, '--http-port', String(o.httpPort + i));
-    args.push('--advertise-http', `http://${o.host}:${o.httpPort + i}`);
+    args.push('--advertise-http', `${scheme}://${o.host}:${o.httpPort + i}`);
     args.push('--peer-host', o.host, '--peer-port', String(o.peerPort + i), ...o.nodeArgs);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(out);
@@ -99,7 +105,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
     child.on('exit', (code, signal) => {
       if (!stopping) console.error(`node ${id} exited (${signal ?? `code ${code}`}); see ${logFile}`);
     });
-    return { id, url: `http://${o.host}:${o.httpPort + i}`, child };
+    return { id, url: `${scheme}://${o.host}:${o.httpPort + i}`, child };
   });
 
   const stop = async () => {
@@ -129,7 +135,7 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   try {
     await Promise.all(
       nodes.map((n) =>
-        waitReady(n.url, n.child, 30_000).catch((err: Error) => {
+        waitReady(n.url, n.child, 30_000, dispatcher).catch((err: Error) => {
           throw new Error(`node ${n.id}: ${err.message}; see ${join(dataDir, n.id, 'node.log')}`);
         }),
       ),
@@ -142,18 +148,28 @@ export async function runLocalCluster(o: LocalClusterOptions): Promise<void> {
   const first = nodes[0]!.url;
   console.log(`dynamo-kv: ${o.nodes}-node cluster ready (data in ${dataDir})`);
   for (const n of nodes) console.log(`  ${n.id}  ${n.url}`);
-  const tokenNote = newTokens
-    ? `Client tokens (admin, write, read) were made in ${tokensFile}; the admin one:
+  await dispatcher?.close();
+  const tokenNote = !tls
+    ? 'No client tokens (--insecure): the API is open.'
+    : newTokens
+      ? `Client tokens (admin, write, read) were made in ${tokensFile}; the admin one:
   export DYNAMO_TOKEN=${adminToken}`
-    : `Client tokens are in ${tokensFile}:
+      : `Client tokens are in ${tokensFile}:
   export DYNAMO_TOKEN=$(awk '$1 == "admin" { print $2 }' ${tokensFile})`;
+  const ca = tls ? relative(process.cwd(), tls.ca) || tls.ca : undefined;
+  const tlsNote = ca
+    ? `TLS is on: nodes hold certificates of a local CA (${tls!.newCa ? 'made now ' : ''}in ${relative(process.cwd(), tls!.dir) || tls!.dir}); clients trust it with
+  export DYNAMO_CA=${ca} DYNAMO_ENDPOINT=${first}`
+    : `TLS is off (--insecure).`;
+  const cacert = ca ? ' --cacert "$DYNAMO_CA"' : '';
   console.log(`
 ${tokenNote}
+${tlsNote}
 
 Try:
-  curl -X PUT -H "Authorization: Bearer $DYNAMO_TOKEN" -H 'Content-Type: text/plain' --data 'hello' ${first}/buckets/demo/keys/greeting
-  curl -i -H "Authorization: Bearer $DYNAMO_TOKEN" ${nodes[nodes.length - 1]!.url}/buckets/demo/keys/greeting
-  npx dynamo get demo greeting       (CLI: reads $DYNAMO_TOKEN; --endpoint picks a node)
+  curl${cacert} -X PUT -H "Authorization: Bearer $DYNAMO_TOKEN" -H 'Content-Type: text/plain' --data 'hello' ${first}/buckets/demo/keys/greeting
+  curl${cacert} -i -H "Authorization: Bearer $DYNAMO_TOKEN" ${nodes[nodes.length - 1]!.url}/buckets/demo/keys/greeting
+  npx dynamo get demo greeting       (CLI: reads $DYNAMO_TOKEN${ca ? ', $DYNAMO_CA and $DYNAMO_ENDPOINT' : ''}; --endpoint picks a node)
   npx dynamo ring
 
 Press Ctrl-C to stop.`);

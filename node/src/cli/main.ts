@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DynamoClient, type Quorum } from '../client/client.js';
+import { defaultEndpoint } from '../client/environment.js';
 import { loadConfig, settingOptions } from '../config.js';
 import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
 import { startNode } from '../node.js';
@@ -12,8 +13,11 @@ import { runLocalCluster } from './local.js';
 const USAGE = `usage: dynamo <command> [options]
 
 commands:
-  local [--nodes 3] [--host 127.0.0.1] [--http-port 8081] [--peer-port 7071] [--data-dir ./data] [--static] [-- node flags]
-                              run a cluster of local node processes (npm start); gossip membership unless --static
+  local [--nodes 3] [--host 127.0.0.1] [--http-port 8081] [--peer-port 7071] [--data-dir ./data] [--static]
+        [--insecure] [-- node flags]
+                              run a cluster of local node processes (npm start): gossip membership unless
+                              --static; TLS (a local CA under <data-dir>/tls) and client tokens unless
+                              --insecure (no TLS, for experiments)
   node [flags]                run one node; flags and environment variables are listed in README.md
   put <bucket> <key> [value]  store a value (reads stdin when value is omitted)
         [--context C] [--content-type T] [--w W] [--ttl SECONDS]
@@ -28,7 +32,8 @@ commands:
                               decommission or a lower n); refused while a move is under way
   help
 
-client commands take --endpoint URL (default $DYNAMO_ENDPOINT or http://127.0.0.1:8081) and --token T
+client commands take --endpoint URL (default $DYNAMO_ENDPOINT, else https://127.0.0.1:8081 when a CA is
+given, http:// otherwise) and --token T
 (default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file, and --ca FILE (default $DYNAMO_CA)
 to trust for an https:// endpoint`;
 
@@ -69,11 +74,13 @@ async function cmdLocal(args: string[]): Promise<void> {
       'peer-port': { type: 'string' },
       'data-dir': { type: 'string' },
       static: { type: 'boolean' },
+      insecure: { type: 'boolean' },
     },
     strict: true,
   });
   await runLocalCluster({
     static: values.static ?? false,
+    insecure: values.insecure ?? false,
     nodes: int('nodes', values.nodes, 3, 1),
     host: values.host ?? '127.0.0.1',
     httpPort: int('http-port', values['http-port'], 8081, 1),
@@ -117,7 +124,7 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
     allowPositionals: true,
     strict: true,
   });
-  const endpoint = values.endpoint ?? process.env.DYNAMO_ENDPOINT ?? 'http://127.0.0.1:8081';
+  const endpoint = values.endpoint ?? defaultEndpoint(process.env);
   // --token, else DYNAMO_TOKEN: what the admin calls below send too.
   if (values.token !== undefined) process.env.DYNAMO_TOKEN = values.token;
   const token = process.env.DYNAMO_TOKEN;
