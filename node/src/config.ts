@@ -27,6 +27,9 @@ export interface NodeConfig {
   tlsCa: string;
   httpTlsCert: string;
   httpTlsKey: string;
+  httpClientCa: string;
+  adminHost: string;
+  adminPort: number;
   gossipIntervalMs: number;
   phiThreshold: number;
   clusterFile: string;
@@ -105,7 +108,7 @@ export const SETTINGS: readonly Setting[] = [
     default: 8080,
     min: 0,
     max: 65535,
-    doc: 'Port of the client/admin HTTP API.',
+    doc: 'Port of the client HTTP API (and of the admin calls unless --admin-port is set).',
   },
   {
     key: 'httpRequestTimeoutMs',
@@ -214,6 +217,32 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: 'Private key (PEM) of --http-tls-cert.',
+  },
+  {
+    key: 'httpClientCa',
+    flag: 'http-client-ca',
+    env: 'DYNAMO_HTTP_CLIENT_CA',
+    kind: 'string',
+    default: '',
+    doc: 'With HTTPS: CA certificate(s) (PEM) of client certificates. A client presenting a certificate of this CA whose subject OU is `read`, `write` or `admin` has that role without a token. Re-read when it changes. Empty: tokens only.',
+  },
+  {
+    key: 'adminHost',
+    flag: 'admin-host',
+    env: 'DYNAMO_ADMIN_HOST',
+    kind: 'string',
+    default: '',
+    doc: 'Interface of the admin listener (with --admin-port). Empty: the same as --http-host.',
+  },
+  {
+    key: 'adminPort',
+    flag: 'admin-port',
+    env: 'DYNAMO_ADMIN_PORT',
+    kind: 'int',
+    default: 0,
+    min: 0,
+    max: 65535,
+    doc: 'A separate admin listener (same TLS and tokens as the client port): when set, calls that need the admin role (bucket props, decommission, member removal, cleanup) are served only there, and the client port answers them 403 `admin_listener`. 0: none, the client port serves them.',
   },
   {
     key: 'authTokensFile',

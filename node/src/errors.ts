@@ -44,6 +44,16 @@ export class ForbiddenError extends DynamoError {
   }
 }
 
+/** An admin call on the client port of a node that serves them on a separate admin listener. */
+export class AdminListenerError extends DynamoError {
+  readonly status = 403;
+  readonly code = 'admin_listener';
+  constructor() {
+    super("admin calls are served on this node's admin listener (--admin-port), not on the client port");
+    this.name = 'AdminListenerError';
+  }
+}
+
 /** An admin action the cluster's current state does not allow (another move under way, too few members). */
 export class ConflictError extends DynamoError {
   readonly status = 409;

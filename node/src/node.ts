@@ -1,5 +1,6 @@
 /** Starts one node: storage, membership, transport, replica, coordinator and the HTTP API, wired together. */
 import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
@@ -102,18 +103,47 @@ function peerTls(config: NodeConfig, log: Logger): PeerTls | undefined {
   );
 }
 
-/** HTTPS for the client port from --http-tls-cert and --http-tls-key (both or none). */
+/**
+ * HTTPS for the client port from --http-tls-cert and --http-tls-key (both or none), asking for client
+ * certificates of --http-client-ca when it is given (a client without one may still send a token).
+ */
 function httpTls(config: NodeConfig, log: Logger): (ServerTls & { close(): void }) | undefined {
+  if (config.httpClientCa && !config.httpTlsCert)
+    throw new InvalidRequestError(
+      'invalid_config',
+      '--http-client-ca needs HTTPS (--http-tls-cert/--http-tls-key)',
+    );
   if (!config.httpTlsCert && !config.httpTlsKey) return undefined;
   if (!config.httpTlsCert || !config.httpTlsKey)
     throw new InvalidRequestError('invalid_config', '--http-tls-cert and --http-tls-key go together');
+  const paths: Record<string, string> = { cert: config.httpTlsCert, key: config.httpTlsKey };
+  if (config.httpClientCa) paths.ca = config.httpClientCa;
   const files = new WatchedFiles(
-    { cert: config.httpTlsCert, key: config.httpTlsKey },
+    paths,
     (pem) => void createSecureContext(pem),
     (err) => log.error({ err: err.message }, 'client TLS files unusable; keeping the previous ones'),
-    '--http-tls-cert/--http-tls-key',
+    config.httpClientCa
+      ? '--http-tls-cert/--http-tls-key/--http-client-ca'
+      : '--http-tls-cert/--http-tls-key',
   );
-  return { options: () => files.current, onChange: (f) => files.onChange(f), close: () => files.close() };
+  const options = () => {
+    const { cert, key, ca } = files.current;
+    return ca
+      ? { cert: cert!, key: key!, ca, requestCert: true, rejectUnauthorized: false }
+      : { cert: cert!, key: key! };
+  };
+  return { options, onChange: (f) => files.onChange(f), close: () => files.close() };
+}
+
+/** Starts a listener of the HTTP API; resolves once it listens. */
+async function listenHttp(server: Server, port: number, host: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 /** JSON lines on stdout: ISO time, level name, node id, and the request id where there is one. */
@@ -555,14 +585,11 @@ export async function startNode(
     ...(rebuild ? { rebuild } : {}),
     widening,
   };
-  const server = createHttpServer(ctx, clientTls);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.httpPort, config.httpHost, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  // With --admin-port the admin calls have a listener of their own (e.g. on an internal interface).
+  const server = createHttpServer(ctx, clientTls, config.adminPort ? 'client' : 'all');
+  await listenHttp(server, config.httpPort, config.httpHost);
+  const adminServer = config.adminPort ? createHttpServer(ctx, clientTls, 'admin') : undefined;
+  if (adminServer) await listenHttp(adminServer, config.adminPort, config.adminHost || config.httpHost);
   ready = true;
   rebuild?.start();
   if (gossip) {
@@ -570,6 +597,7 @@ export async function startNode(
       await gossip.join(config.requestTimeoutMs);
     } catch (err) {
       server.close();
+      adminServer?.close();
       await transport.close();
       await store.close();
       throw err;
@@ -605,9 +633,14 @@ export async function startNode(
       await reaper.stop();
       await handoff.stop();
       await sweeper.stop();
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      const grace = setTimeout(() => server.closeAllConnections(), 5000);
+      const servers = [server, ...(adminServer ? [adminServer] : [])];
+      const closed = Promise.all(
+        servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+      );
+      for (const s of servers) s.closeIdleConnections();
+      const grace = setTimeout(() => {
+        for (const s of servers) s.closeAllConnections();
+      }, 5000);
       await closed;
       clearTimeout(grace);
       // Writes already acknowledged still send to replicas and store hints: let them finish first.

@@ -34,14 +34,17 @@ export function makeCa(dir: string, name: string): TestCa {
   return { dir: at, cert, key };
 }
 
-/** A certificate of ca naming node id (its common name); file stem defaults to the id. */
-export function makeNodeCert(ca: TestCa, id: string, stem = id): NodeCert {
+/**
+ * A certificate of ca naming node id (its common name); file stem defaults to the id; ou adds a subject
+ * organizational unit (a client certificate's role).
+ */
+export function makeNodeCert(ca: TestCa, id: string, stem = id, ou?: string): NodeCert {
   const key = join(ca.dir, `${stem}.key`);
   const csr = join(ca.dir, `${stem}.csr`);
   const cert = join(ca.dir, `${stem}.crt`);
   const ext = join(ca.dir, `${stem}.ext`);
   writeFileSync(ext, 'extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  openssl(['req', ...EC, '-keyout', key, '-out', csr, '-subj', `/CN=${id}`]);
+  openssl(['req', ...EC, '-keyout', key, '-out', csr, '-subj', `${ou ? `/OU=${ou}` : ''}/CN=${id}`]);
   openssl(
     ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial'].concat([
       '-out',

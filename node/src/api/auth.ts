@@ -6,9 +6,11 @@
  * Tokens come from a file (--auth-tokens-file, e.g. a mounted Kubernetes Secret), one `<role> <token>`
  * per line, `#` comments; the file is read again when it changes (runtime/watched-files.ts), so tokens
  * rotate without a restart.
- * /health, /ready and /metrics stay open (probes and scrapers).
+ * With HTTPS and --http-client-ca, a client certificate of that CA whose subject OU names a role
+ * authenticates instead of a token. /health, /ready and /metrics stay open (probes and scrapers).
  */
 import { createHash } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { ForbiddenError, InvalidRequestError, UnauthenticatedError } from '../errors.js';
 import { WatchedFiles } from '../runtime/watched-files.js';
@@ -53,20 +55,42 @@ export class Authenticator {
     this.file.onChange(() => log.info({ tokens: this.roles.size }, 'auth tokens reloaded'));
   }
 
-  /** Throws UnauthenticatedError or ForbiddenError unless the Authorization header grants needed. */
-  check(header: string | undefined, needed: Role): Role {
-    const match = header === undefined ? null : /^Bearer ([!-~]+)$/.exec(header);
-    if (!match) throw new UnauthenticatedError();
-    const role = this.roles.get(digest(match[1]!));
-    if (!role) throw new UnauthenticatedError('unknown token');
+  /**
+   * Throws UnauthenticatedError or ForbiddenError unless the Authorization header, or else the role of
+   * a verified client certificate (certificateRole), grants needed.
+   */
+  check(header: string | undefined, needed: Role, certRole?: Role): Role {
+    let role: Role | undefined;
+    let by = 'token';
+    if (header !== undefined) {
+      const match = /^Bearer ([!-~]+)$/.exec(header);
+      if (!match) throw new UnauthenticatedError();
+      role = this.roles.get(digest(match[1]!));
+      if (!role) throw new UnauthenticatedError('unknown token');
+    } else if (certRole !== undefined) {
+      role = certRole;
+      by = 'client certificate';
+    } else throw new UnauthenticatedError();
     if (RANK[role] < RANK[needed])
-      throw new ForbiddenError(`this needs the ${needed} role; the token has ${role}`);
+      throw new ForbiddenError(`this needs the ${needed} role; the ${by} has ${role}`);
     return role;
   }
 
   close(): void {
     this.file.close();
   }
+}
+
+/**
+ * The role a verified client certificate grants (its subject OU: read, write or admin), or undefined
+ * for a plain connection, an unverified or absent certificate, or another OU.
+ */
+export function certificateRole(socket: unknown): Role | undefined {
+  const tls = socket as Partial<TLSSocket>;
+  if (tls.authorized !== true || typeof tls.getPeerCertificate !== 'function') return undefined;
+  const ou = tls.getPeerCertificate().subject?.OU;
+  const unit = Array.isArray(ou) ? ou[0] : ou;
+  return typeof unit === 'string' && unit in RANK ? (unit as Role) : undefined;
 }
 
 /** The role a request needs, or undefined for the open endpoints (/health, /ready, /metrics). */

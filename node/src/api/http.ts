@@ -13,6 +13,7 @@ import {
 } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import {
+  AdminListenerError,
   ClientAbortedError,
   DynamoError,
   NotFoundError,
@@ -21,7 +22,7 @@ import {
 } from '../errors.js';
 import type { Op } from '../metrics/metrics.js';
 import { decommission, nodeStatus, ringView, startCleanup } from './admin.js';
-import { neededRole } from './auth.js';
+import { certificateRole, neededRole } from './auth.js';
 import { getObject, getProps, type KeyRequest, putObject, putProps } from './kv.js';
 import type { NodeContext } from './node-context.js';
 import { sendError, sendJson } from './respond.js';
@@ -73,7 +74,15 @@ async function routeBuckets(
   return op;
 }
 
-async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** What a listener serves: everything, the client calls only (admin ones elsewhere), or the admin port. */
+export type Surface = 'all' | 'client' | 'admin';
+
+async function route(
+  ctx: NodeContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  surface: Surface,
+): Promise<void> {
   const started = process.hrtime.bigint();
   const url = req.url ?? '/';
   const qi = url.indexOf('?');
@@ -84,10 +93,12 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
   const rid = typeof header === 'string' && header.length <= 128 ? header : randomUUID();
   let op: Op | undefined;
   try {
-    const needed = ctx.auth && neededRole(req.method ?? 'GET', parts);
+    const role = neededRole(req.method ?? 'GET', parts);
+    if (role === 'admin' && surface === 'client') throw new AdminListenerError();
+    const needed = ctx.auth && role;
     if (needed) {
       try {
-        ctx.auth!.check(req.headers.authorization, needed);
+        ctx.auth!.check(req.headers.authorization, needed, certificateRole(req.socket));
       } catch (err) {
         res.setHeader('WWW-Authenticate', 'Bearer realm="dynamo-kv"');
         throw err;
@@ -150,9 +161,12 @@ async function route(ctx: NodeContext, req: IncomingMessage, res: ServerResponse
   }
 }
 
-/** The client port's certificate: its current PEM options, and a hook for when the files change. */
+/**
+ * The client port's certificate: its current PEM options (with the CA of client certificates, when
+ * they are asked for), and a hook for when the files change.
+ */
 export interface ServerTls {
-  options(): { cert: Buffer; key: Buffer };
+  options(): { cert: Buffer; key: Buffer; ca?: Buffer; requestCert?: boolean; rejectUnauthorized?: boolean };
   onChange(reload: () => void): void;
 }
 
@@ -170,7 +184,7 @@ function parserError(code: string | undefined): [number, string, string] {
  * --http-max-connections connections; idle keep-alive connections last 65 s (beyond the usual 60 s of
  * load balancers, so they close first).
  */
-export function createHttpServer(ctx: NodeContext, tls?: ServerTls): Server {
+export function createHttpServer(ctx: NodeContext, tls?: ServerTls, surface: Surface = 'all'): Server {
   const requestTimeout = ctx.config.httpRequestTimeoutMs;
   const options = {
     keepAliveTimeout: 65_000,
@@ -179,7 +193,7 @@ export function createHttpServer(ctx: NodeContext, tls?: ServerTls): Server {
     connectionsCheckingInterval: 1000,
   };
   const handle = (req: IncomingMessage, res: ServerResponse) => {
-    void route(ctx, req, res);
+    void route(ctx, req, res, surface);
   };
   const server: Server = tls
     ? createHttpsServer({ ...options, ...tls.options() }, handle)

@@ -1,7 +1,7 @@
 /** `dynamo status`, `decommission` and `cleanup`: one node's lifecycle, its streams and its cleanup. */
-import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, fetch } from 'undici';
+import { clientOptionsFromEnv } from '../client/environment.js';
 import type { CleanupStatus } from '../streaming/cleanup.js';
 import type { StreamStatus } from '../streaming/streamer.js';
 
@@ -17,10 +17,9 @@ const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 /** Calls a node's admin API; throws Error with the node's own message on an error answer. */
 async function admin(endpoint: string, path: string, method = 'GET'): Promise<NodeStatus> {
-  const token = process.env.DYNAMO_TOKEN;
+  const { token, ca, cert, key } = clientOptionsFromEnv();
   const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-  const caFile = process.env.DYNAMO_CA;
-  const dispatcher = caFile ? new Agent({ connect: { ca: readFileSync(caFile) } }) : undefined;
+  const dispatcher = ca || cert ? new Agent({ connect: { ca, cert, key } }) : undefined;
   const res = await fetch(new URL(path, endpoint), {
     method,
     headers,

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DynamoClient, type Quorum } from '../client/client.js';
-import { defaultEndpoint } from '../client/environment.js';
+import { clientOptionsFromEnv, defaultEndpoint } from '../client/environment.js';
 import { loadConfig, settingOptions } from '../config.js';
 import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
 import { startNode } from '../node.js';
@@ -34,8 +34,9 @@ commands:
 
 client commands take --endpoint URL (default $DYNAMO_ENDPOINT, else https://127.0.0.1:8081 when a CA is
 given, http:// otherwise) and --token T
-(default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file, and --ca FILE (default $DYNAMO_CA)
-to trust for an https:// endpoint`;
+(default $DYNAMO_TOKEN) for a cluster started with --auth-tokens-file, --ca FILE (default $DYNAMO_CA)
+to trust for an https:// endpoint, and --cert FILE --key FILE (default $DYNAMO_CLIENT_CERT and
+$DYNAMO_CLIENT_KEY): a client certificate, for a cluster started with --http-client-ca`;
 
 class UsageError extends Error {}
 
@@ -102,6 +103,8 @@ const clientOptions = {
   force: { type: 'boolean' },
   token: { type: 'string' },
   ca: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
 } as const;
 
 /** Prints a value as text when it is printable UTF-8, base64 otherwise. */
@@ -125,22 +128,17 @@ async function cmdClient(command: string, args: string[]): Promise<void> {
     strict: true,
   });
   const endpoint = values.endpoint ?? defaultEndpoint(process.env);
-  // --token, else DYNAMO_TOKEN: what the admin calls below send too.
+  // Flags win over DYNAMO_TOKEN, DYNAMO_CA, DYNAMO_CLIENT_CERT and DYNAMO_CLIENT_KEY; the admin calls
+  // below read the same environment.
   if (values.token !== undefined) process.env.DYNAMO_TOKEN = values.token;
-  const token = process.env.DYNAMO_TOKEN;
-  // --ca, else DYNAMO_CA: the CA file to trust for an https:// endpoint (the admin calls read it too).
   if (values.ca !== undefined) process.env.DYNAMO_CA = values.ca;
-  const ca = process.env.DYNAMO_CA ? readFileSync(process.env.DYNAMO_CA) : undefined;
+  if (values.cert !== undefined) process.env.DYNAMO_CLIENT_CERT = values.cert;
+  if (values.key !== undefined) process.env.DYNAMO_CLIENT_KEY = values.key;
   if (command === 'status') return cmdStatus(endpoint, values.watch ?? false);
   if (command === 'decommission')
     return cmdDecommission(endpoint, values.force ?? false, values.watch ?? false);
   if (command === 'cleanup') return cmdCleanup(endpoint, values.watch ?? false);
-  const client = new DynamoClient({
-    seeds: [endpoint],
-    retries: 1,
-    ...(token ? { token } : {}),
-    ...(ca ? { ca } : {}),
-  });
+  const client = new DynamoClient({ ...clientOptionsFromEnv(), seeds: [endpoint], retries: 1 });
   try {
     if (command === 'ring') {
       const ring = await client.ring();

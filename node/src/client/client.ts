@@ -35,6 +35,12 @@ export interface DynamoClientOptions {
   token?: string;
   /** CA certificate(s) (PEM) to trust for https:// seeds (nodes started with --http-tls-cert). */
   ca?: string | Buffer;
+  /**
+   * A client certificate and its key (PEM), for nodes started with --http-client-ca: its subject OU
+   * (read, write or admin) is the client's role, no token needed.
+   */
+  cert?: string | Buffer;
+  key?: string | Buffer;
 }
 
 export interface Sibling {
@@ -198,7 +204,11 @@ export class DynamoClient {
     this.agent = new Agent({
       connections: options.connectionsPerNode ?? 16,
       keepAliveTimeout: 30_000,
-      ...(options.ca ? { connect: { ca: options.ca } } : {}),
+      connect: {
+        ...(options.ca ? { ca: options.ca } : {}),
+        ...(options.cert ? { cert: options.cert } : {}),
+        ...(options.key ? { key: options.key } : {}),
+      },
     });
     this.refreshTimer = setInterval(
       () => void this.refreshRing().catch(() => undefined),

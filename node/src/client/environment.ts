@@ -1,7 +1,8 @@
 /**
  * Client options from the environment `npm start` prints: DYNAMO_ENDPOINT (one node's URL), DYNAMO_TOKEN
- * (a bearer token) and DYNAMO_CA (a CA file to trust). Without DYNAMO_ENDPOINT, the first local node:
- * https when a CA is given, else http.
+ * (a bearer token) and DYNAMO_CA (a CA file to trust), and DYNAMO_CLIENT_CERT / DYNAMO_CLIENT_KEY (a
+ * client certificate's files). Without DYNAMO_ENDPOINT, the first local node: https when a CA is given,
+ * else http.
  */
 import { readFileSync } from 'node:fs';
 import type { DynamoClientOptions } from './client.js';
@@ -19,5 +20,7 @@ export function clientOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Dyna
     seeds: [defaultEndpoint(env)],
     ...(env.DYNAMO_TOKEN ? { token: env.DYNAMO_TOKEN } : {}),
     ...(env.DYNAMO_CA ? { ca: readFileSync(env.DYNAMO_CA) } : {}),
+    ...(env.DYNAMO_CLIENT_CERT ? { cert: readFileSync(env.DYNAMO_CLIENT_CERT) } : {}),
+    ...(env.DYNAMO_CLIENT_KEY ? { key: readFileSync(env.DYNAMO_CLIENT_KEY) } : {}),
   };
 }
