@@ -66,7 +66,7 @@ import {
   planScaling,
   type ScalingDecision,
 } from './scaling.js';
-import { parseQuantity, validateSpec, withDefaults } from './spec.js';
+import { parseQuantity, TLS_MODES, validateSpec, withDefaults } from './spec.js';
 import { buildStatus } from './status.js';
 import { assignTokens, FOUNDER_KEY, parseAssignments, type TokenAssignments } from './token-assignments.js';
 
@@ -743,7 +743,8 @@ export class Reconciler {
       previous: ctx.cluster.status,
       now: this.now(),
     });
-    status.tls = this.tlsStatus(ctx);
+    // An unknown mode (a CRD older than this operator let it through) has no place in the status schema.
+    if ((TLS_MODES as readonly string[]).includes(ctx.spec.tls.mode)) status.tls = this.tlsStatus(ctx);
     if (sameStatus(ctx.cluster.status, status)) return;
     const previousPhase = ctx.cluster.status?.phase;
     try {
