@@ -26,6 +26,7 @@ import type { Member, Membership } from './membership/membership.js';
 import { KnownMembers, nextGeneration } from './membership/persisted.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
+import { checkReply } from './protocol/replies.js';
 import { peerRouter } from './protocol/router.js';
 import { AntiEntropy, type AntiEntropyRequest } from './repair/index.js';
 import { ExpirySweeper } from './replica/expiry-sweeper.js';
@@ -259,7 +260,7 @@ export async function startNode(
         tokens,
         status,
         generation,
-        (peer, body, t) => transport.request(peer, body, t),
+        (peer, body, t) => ask(peer, body as { op: string }, t),
         known,
         record !== undefined,
         config.bootstrap && firstStart,
@@ -333,6 +334,9 @@ export async function startNode(
     ...(tls ? { tls } : {}),
     onError: (err, context) => log.debug({ err, context }, 'transport error'),
   });
+  /** Every request to a peer, its reply checked against the protocol's schemas (protocol/replies.ts). */
+  const ask = (peer: string, req: { op: string; [field: string]: unknown }, timeoutMs: number) =>
+    transport.request(peer, req, timeoutMs).then((reply) => checkReply(peer, req.op, reply));
   membership.learnHttp(config.nodeId, config.advertiseHttp);
   const info = (): InfoReply => ({ id: config.nodeId, http: config.advertiseHttp, keys: store.keyCount });
   const onStreamed = (direction: 'in' | 'out', keys: number, bytes: number) => {
@@ -387,7 +391,7 @@ export async function startNode(
   ) => {
     if (membership.state(peer) === 'down') return Promise.reject(markedDown(peer));
     const end = metrics.peerDuration.startTimer({ op: req.op });
-    return transport.request(peer, req, timeoutMs).then(
+    return ask(peer, req, timeoutMs).then(
       (reply) => {
         end();
         return reply;
@@ -464,9 +468,7 @@ export async function startNode(
   async function setProps(stamped: StampedProps): Promise<void> {
     await props.merge(stamped);
     const results = await Promise.allSettled(
-      peers().map((m) =>
-        transport.request(m.id, { op: 'props.set', props: stamped }, config.requestTimeoutMs),
-      ),
+      peers().map((m) => ask(m.id, { op: 'props.set', props: stamped }, config.requestTimeoutMs)),
     );
     for (const r of results)
       if (r.status === 'rejected')
@@ -479,7 +481,7 @@ export async function startNode(
     const peer = candidates[Math.floor(Math.random() * candidates.length)];
     if (!peer) return;
     try {
-      const reply = (await transport.request(peer.id, { op: 'props.all' }, config.requestTimeoutMs)) as {
+      const reply = (await ask(peer.id, { op: 'props.all' }, config.requestTimeoutMs)) as {
         props: StampedProps[];
       };
       for (const stamped of reply.props) await props.merge(stamped);
@@ -492,7 +494,7 @@ export async function startNode(
     const unknown = peers().filter((m) => !m.http);
     await Promise.allSettled(
       unknown.map(async (m) => {
-        const reply = (await transport.request(m.id, { op: 'info' }, timeoutMs)) as InfoReply;
+        const reply = (await ask(m.id, { op: 'info' }, timeoutMs)) as InfoReply;
         membership.learnHttp(m.id, reply.http);
       }),
     );

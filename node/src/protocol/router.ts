@@ -69,20 +69,33 @@ export function parseRequest(body: unknown, now = Date.now()): PeerRequest {
       decodeForeignObject(obj, 'stream.push/entries/obj');
     }
   }
-  if (req.op === 'gossip.push') {
-    // A generation is a start time (or one more than the last); one far ahead would outrank every
-    // later restart of that member for ever (seen: 2^53 - 1 removed a live member from every ring).
-    for (const e of req.entries)
-      if (e.generation > now + MAX_GENERATION_AHEAD_MS)
-        throw invalid(`gossip.push: generation of ${e.id} is in the future`);
-  }
-  if (req.op === 'props.set') {
-    const { props, ts } = req.props;
-    if (props.r > props.n || props.w > props.n) throw invalid('props.set: r and w must not exceed n');
-    // A far-future stamp would win over every later change, for ever.
-    if (ts > now + MAX_PROPS_AHEAD_MS) throw invalid('props.set: timestamp is in the future');
-  }
+  if (req.op === 'gossip.push') checkGenerations(req.entries, now);
+  if (req.op === 'props.set') checkProps(req.props, now);
   return req;
+}
+
+/**
+ * Throws invalid_message for a member entry from the future: a generation is a start time (or one
+ * more than the last), and one far ahead would outrank every later restart of that member for ever
+ * (seen: 2^53 - 1 removed a live member from every ring).
+ */
+export function checkGenerations(
+  entries: ReadonlyArray<{ id: string; generation: number }>,
+  now: number,
+): void {
+  for (const e of entries)
+    if (e.generation > now + MAX_GENERATION_AHEAD_MS)
+      throw invalid(`gossip: generation of ${e.id} is in the future`);
+}
+
+/** Throws invalid_message for props with r or w above n, or stamped in the future (they would win for ever). */
+export function checkProps(
+  stamped: { props: { n: number; r: number; w: number }; ts: number },
+  now: number,
+): void {
+  const { props, ts } = stamped;
+  if (props.r > props.n || props.w > props.n) throw invalid('props: r and w must not exceed n');
+  if (ts > now + MAX_PROPS_AHEAD_MS) throw invalid('props: timestamp is in the future');
 }
 
 /** The handlers of each subsystem that answers peers. */

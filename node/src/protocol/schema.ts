@@ -19,16 +19,16 @@ import { MAX_COUNTER } from '../version/index.js';
 /** Latest time a peer may send, in ms since the epoch: the end of the JS date range. */
 export const MAX_TIME_MS = 8.64e15;
 
-const Buf = T.Unsafe<Buffer>(T.Uint8Array());
-const Id = T.String({ minLength: 1, maxLength: 256 });
-const Bucket = T.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_.-]+$' });
+export const Buf = T.Unsafe<Buffer>(T.Uint8Array());
+export const Id = T.String({ minLength: 1, maxLength: 256 });
+export const Bucket = T.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_.-]+$' });
 // Control characters are refused in keys (as the HTTP API refuses them); the byte length is checked too.
-const Key = T.String({ minLength: 1, maxLength: 1024, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
+export const Key = T.String({ minLength: 1, maxLength: 1024, pattern: '^[^\\u0000-\\u001f\\u007f]+$' });
 const Rid = T.Optional(T.String({ maxLength: 128 }));
-const Count = T.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+export const Count = T.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Counter = T.Integer({ minimum: 0, maximum: MAX_COUNTER });
 const Time = T.Integer({ minimum: 0, maximum: MAX_TIME_MS });
-const Token = T.String({ pattern: '^[0-9a-f]{32}$' });
+export const Token = T.String({ pattern: '^[0-9a-f]{32}$' });
 /**
  * Printable ASCII and tabs: no CR, LF or other control characters (they would break the HTTP response).
  * Empty for tombstones. The HTTP API applies the same rule (api/validate.ts, CONTENT_TYPE).
@@ -60,7 +60,7 @@ const Props = T.Object({
   conflict: T.Union([T.Literal('siblings'), T.Literal('lww')]),
   ttl: T.Integer({ minimum: 0, maximum: MAX_TTL_SECONDS }),
 });
-const StampedProps = T.Object({ bucket: Bucket, props: Props, ts: Time });
+export const StampedProps = T.Object({ bucket: Bucket, props: Props, ts: Time });
 
 const RingDesc = T.Array(
   T.Object({
@@ -70,7 +70,7 @@ const RingDesc = T.Array(
   }),
   { maxItems: 10_000 },
 );
-const MemberEntry = T.Object({
+export const MemberEntry = T.Object({
   id: Id,
   address: T.String({ minLength: 1, maxLength: 512 }),
   http: T.Optional(T.String({ maxLength: 2048 })),
@@ -83,7 +83,7 @@ const MemberEntry = T.Object({
   sig: T.Optional(T.String({ maxLength: 1024 })),
   cert: T.Optional(T.String({ maxLength: 8192 })),
 });
-const Cluster = T.String({ maxLength: 256 });
+export const Cluster = T.String({ maxLength: 256 });
 const Indices = T.Array(T.Integer({ minimum: 0, maximum: 2 ** 31 }), { maxItems: 1 << 20 });
 
 /** A write to coordinate: the fields of put and of put.hint (which adds the replica it stands in for). */
