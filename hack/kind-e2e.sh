@@ -147,16 +147,30 @@ cluster_name=$(kubectl apply -n "$NAMESPACE" -f "$work/cluster.yaml" -o jsonpath
 log "applied DynamoCluster $cluster_name in $NAMESPACE"
 
 # Prints the member states of every node's ring view, one line per node ("up up up"), read from inside
-# the node's own container (the image has node but no curl).
+# the node's own container (the image has node but no curl): over HTTPS, trusting the cluster CA the pod
+# mounts (its certificate names 127.0.0.1), with an admin token from the tokens file it mounts.
 ring_states() {
   local pod
   for pod in $(kubectl get pods -n "$NAMESPACE" -o name \
     -l "app.kubernetes.io/component=node,dynamokv.io/cluster=$cluster_name"); do
     kubectl exec -n "$NAMESPACE" "$pod" -- node -e '
-      fetch("http://127.0.0.1:8080/admin/ring")
-        .then((r) => r.json())
-        .then((ring) => console.log(ring.members.map((m) => m.state).filter((s) => s !== "removed").join(" ")))
-        .catch(() => console.log("unreachable"));' 2>/dev/null || echo unreachable
+      const fs = require("fs");
+      const line = fs.readFileSync("/etc/dynamo/auth/tokens", "utf8").split("\n").find((l) => l.startsWith("admin "));
+      const options = {
+        host: "127.0.0.1", port: 8080, path: "/admin/ring",
+        ca: fs.readFileSync("/etc/dynamo/tls/ca.crt"),
+        headers: { authorization: "Bearer " + line.split(/\s+/)[1] },
+      };
+      require("https").get(options, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => {
+          try {
+            const ring = JSON.parse(body);
+            console.log(ring.members.map((m) => m.state).filter((s) => s !== "removed").join(" "));
+          } catch { console.log("unreachable"); }
+        });
+      }).on("error", () => console.log("unreachable"));' 2>/dev/null || echo unreachable
   done
 }
 
@@ -190,8 +204,9 @@ wait_ready() {
 }
 
 # --- workload ----------------------------------------------------------------------------------------
-# The workload script: writes or verifies one batch of keys through the client Service with plain HTTP
-# (quorum reads and writes), retrying only what may be transient (network errors, 503).
+# The workload script: writes or verifies one batch of keys through the client Service over HTTPS (the
+# cluster CA through NODE_EXTRA_CA_CERTS, the write token from the cluster's auth Secret; quorum reads and
+# writes), retrying only what may be transient (network errors, 503).
 cat >"$work/workload.mjs" <<'EOF'
 const [mode, batch, countArg] = process.argv.slice(2);
 const endpoint = process.env.DYNAMO_ENDPOINT;
@@ -200,6 +215,7 @@ const count = Number(countArg);
 const url = (i) => `${endpoint}/buckets/${bucket}/keys/${batch}-${i}`;
 const expected = (i) => `value-${batch}-${i}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const auth = { authorization: `Bearer ${process.env.DYNAMO_TOKEN}` };
 class Transient extends Error {}
 
 async function attempt(i) {
@@ -209,10 +225,10 @@ async function attempt(i) {
       mode === 'write'
         ? await fetch(`${url(i)}?w=quorum`, {
             method: 'PUT',
-            headers: { 'content-type': 'text/plain' },
+            headers: { 'content-type': 'text/plain', ...auth },
             body: expected(i),
           })
-        : await fetch(`${url(i)}?r=quorum`);
+        : await fetch(`${url(i)}?r=quorum`, { headers: auth });
   } catch (err) {
     throw new Transient(`${err.cause?.code ?? err.message}`);
   }
@@ -319,7 +335,17 @@ spec:
           command: ["sh", "/workload/run.sh", "$mode"$(printf ', "%s"' "$@")]
           env:
             - name: DYNAMO_ENDPOINT
-              value: http://$service:8080
+              value: https://$service:8080
+            # The cluster CA (for fetch and the CLI) and the write token, from the operator's Secrets.
+            - name: NODE_EXTRA_CA_CERTS
+              value: /etc/dynamo-ca/ca.crt
+            - name: DYNAMO_CA
+              value: /etc/dynamo-ca/ca.crt
+            - name: DYNAMO_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: $cluster_name-auth
+                  key: write-token
             - name: BUCKET
               value: $BUCKET
             - name: KEYS
@@ -333,10 +359,19 @@ spec:
             - name: workload
               mountPath: /workload
               readOnly: true
+            - name: ca
+              mountPath: /etc/dynamo-ca
+              readOnly: true
       volumes:
         - name: workload
           configMap:
             name: $WORKLOAD_CONFIGMAP
+        - name: ca
+          secret:
+            secretName: $cluster_name-tls
+            items:
+              - key: ca.crt
+                path: ca.crt
 EOF
   echo "$job"
 }

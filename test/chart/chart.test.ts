@@ -284,8 +284,14 @@ describe('the dynamo-kv Helm chart', () => {
       'app.kubernetes.io/name': 'dynamo-kv',
       'app.kubernetes.io/component': 'node',
     });
+    // Nodes serve HTTPS by default (spec.tls), each cluster with its own CA.
     expect(pods.spec.podMetricsEndpoints).toEqual([
-      expect.objectContaining({ port: 'http', path: '/metrics' }),
+      expect.objectContaining({
+        port: 'http',
+        path: '/metrics',
+        scheme: 'https',
+        tlsConfig: { insecureSkipVerify: true },
+      }),
     ]);
 
     const operator = only(allOn, 'ServiceMonitor');
@@ -337,13 +343,25 @@ describe('the dynamo-kv Helm chart', () => {
       expect(notes).toContain('kubectl apply -f examples/cluster.yaml');
       expect(notes).toContain('kubectl get dyn');
       expect(notes).toContain('kubectl port-forward svc/demo 8080:8080');
-      expect(notes).toMatch(/curl -X PUT .*\/buckets\/demo\/keys\/greeting/);
-      expect(notes).toMatch(/curl -i .*\/buckets\/demo\/keys\/greeting/);
+      // TLS and tokens are on by default: the token and CA from the operator's Secrets, then HTTPS.
+      expect(notes).toContain(
+        "export DYNAMO_TOKEN=$(kubectl get secret demo-auth -o jsonpath='{.data.admin-token}' | base64 -d)",
+      );
+      expect(notes).toContain(
+        "kubectl get secret demo-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d > demo-ca.crt",
+      );
+      expect(notes).toMatch(
+        /curl --cacert demo-ca.crt -H "Authorization: Bearer \$DYNAMO_TOKEN" -X PUT .*https:\/\/localhost:8080\/buckets\/demo\/keys\/greeting/,
+      );
+      expect(notes).toMatch(
+        /curl --cacert demo-ca.crt .* -i https:\/\/localhost:8080\/buckets\/demo\/keys\/greeting/,
+      );
       expect(notes).toContain(`deployment/${OPERATOR}`);
       expect(notes).not.toContain('<no value>');
       const local = await render({ ...ALL_ON, 'operator.scope': 'namespace' });
       expect(local).toContain(`kubectl apply -n ${NAMESPACE} -f examples/cluster.yaml`);
       expect(local).toContain(`kubectl port-forward -n ${NAMESPACE} svc/demo 8080:8080`);
+      expect(local).toContain(`kubectl get secret -n ${NAMESPACE} demo-auth`);
       expect(local).toContain('PodMonitor');
       expect(local).not.toContain('<no value>');
     } finally {
