@@ -17,8 +17,8 @@
  *   command, arguments and environment.
  * - Environment: env values with $(VAR) expansion and valueFrom fieldRef (metadata.name, metadata.namespace,
  *   metadata.uid, status.podIP, spec.nodeName) and configMapKeyRef.
- * - Status: phase Running, podIP, and the Ready condition from the container's HTTP readiness probe, polled
- *   every 500 ms (the probe's failureThreshold consecutive failures make it unready), through pods/status.
+ * - Status: phase Running, podIP, and the Ready condition from the container's HTTP(S) readiness probe, polled
+ *   every 500 ms (HTTPS without checking the certificate, as the kubelet) (the probe's failureThreshold consecutive failures make it unready), through pods/status.
  * - Restarts: restartPolicy Always, with exponential backoff (capped at 10 s) and restartCount.
  * - Termination: when a pod gets a deletionTimestamp, the preStop exec hook runs, then SIGTERM, then SIGKILL at
  *   the end of the grace period; the pod object is then deleted with grace period 0 (uid precondition).
@@ -54,12 +54,15 @@ import {
   type V1Secret,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { keepRunning, type RestartingInformer } from '../../operator/src/watches.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 const PROBE_INTERVAL_MS = 500;
 const MAX_BACKOFF_MS = 10_000;
 const PVC_PROTECTION = 'kubernetes.io/pvc-protection';
+/** The kubelet's HTTPS probes trust any certificate. */
+const PROBE_AGENT = new Agent({ connect: { rejectUnauthorized: false } });
 // Linux's parent-death signal: a test process killed outright takes its pods' processes with it.
 const SETPRIV = '/usr/bin/setpriv';
 
@@ -181,9 +184,15 @@ class Container {
         else {
           const port = resolvePort(this.spec, probe.port);
           try {
-            const res = await fetch(`http://${this.ip}:${port}${probe.path ?? '/'}`, {
-              signal: AbortSignal.timeout(2_000),
-            });
+            // As the kubelet: HTTPS probes do not check the certificate.
+            const https = probe.scheme === 'HTTPS';
+            const res = await undiciFetch(
+              `${https ? 'https' : 'http'}://${this.ip}:${port}${probe.path ?? '/'}`,
+              {
+                signal: AbortSignal.timeout(2_000),
+                ...(https ? { dispatcher: PROBE_AGENT } : {}),
+              },
+            );
             await res.arrayBuffer();
             ok = res.status >= 200 && res.status < 400;
           } catch {

@@ -5,12 +5,19 @@
  * and back to 3 while a writer writes through the client Service's endpoints (its EndpointSlices, filled by the
  * endpointslice controller from the pods' readiness), and then every acknowledged write must still be readable,
  * the ring must hold exactly the 3 remaining nodes with the tokens the operator recorded, and the decommissioned
- * nodes' volumes must be gone. The phases' durations are printed for the release notes.
+ * nodes' volumes must be gone. The cluster runs as the operator makes it by default: mutual TLS between nodes,
+ * HTTPS and client tokens, all from the Secrets it generated; the test's client trusts only the cluster CA,
+ * checks each node's certificate against the pod's DNS name, and sends the admin token. Last, a node
+ * certificate near its expiry is renewed by the operator and taken up by the running node on both ports while
+ * a writer runs, and no request fails. The phases' durations are printed for the release notes.
  */
 import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkServerIdentity, type PeerCertificate, connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 import {
   ApiException,
@@ -20,15 +27,19 @@ import {
   DiscoveryV1Api,
   PatchStrategy,
   setHeaderOptions,
+  type V1Secret,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { issueCertificate, needsRenewal } from '../../node/src/pki/certificates.js';
 import type { DynamoCluster } from '../../operator/src/api-types.js';
 import { type RunningOperator, startOperator } from '../../operator/src/controller.js';
 import { podName } from '../../operator/src/names.js';
+import { expectedNames } from '../../operator/src/objects/tls.js';
 import { parseAssignments } from '../../operator/src/token-assignments.js';
 import { AckChecker } from '../integration/ack-checker.js';
-import { CLI, metric, waitFor } from '../integration/harness.js';
+import { CLI, type Fetch, metric, waitFor } from '../integration/harness.js';
 import { type ControlPlane, startControlPlane } from '../operator/control-plane.js';
 import { PodRunner, REPO_ROOT } from './pod-runner.js';
 
@@ -37,6 +48,8 @@ const NS = 'e2e';
 const NAME = 'demo';
 const GROUP = { group: 'dynamokv.io', version: 'v1alpha1', plural: 'dynamoclusters' };
 const HTTP_PORT = 8080;
+const PEER_PORT = 7070;
+const DAY = 86_400_000;
 
 describe('a DynamoCluster on a real control plane with real node processes', () => {
   let cp: ControlPlane | undefined;
@@ -49,7 +62,32 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
   let writer: { stop: () => Promise<number> } | undefined;
   const logDir = mkdtempSync(join(tmpdir(), 'dynamo-e2e-'));
   const operatorLog = join(logDir, 'operator.log');
-  const checker = new AckChecker('e2e');
+  /** The cluster CA and admin token, read from the Secrets the operator made once the cluster exists. */
+  let ca = '';
+  let token = '';
+  let agent: Agent | undefined;
+  /** fetch over HTTPS trusting only the cluster CA, the node's certificate checked for its pod's DNS name. */
+  const tlsFetch = (url: string, init: RequestInit = {}, withToken = true): Promise<Response> => {
+    agent ??= new Agent({
+      connect: {
+        ca,
+        // Pods listen on loopback addresses here; a pod's certificate names its DNS name, which that address stands for.
+        checkServerIdentity: (host: string, cert: PeerCertificate) =>
+          checkServerIdentity(podDnsOf(host), cert),
+      },
+    });
+    const headers = {
+      ...(init.headers as Record<string, string>),
+      ...(withToken ? { authorization: `Bearer ${token}` } : {}),
+    };
+    return undiciFetch(url, {
+      ...(init as object),
+      headers,
+      dispatcher: agent,
+    }) as unknown as Promise<Response>;
+  };
+  const secure: Fetch = (url, init) => tlsFetch(url, init);
+  const checker = new AckChecker('e2e', secure);
   /** The client Service's ready endpoints, as base URLs (refreshed every 500 ms while the writer runs). */
   let clientUrls: string[] = [];
   const durations: Record<string, number> = {};
@@ -91,8 +129,8 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
       leaderElection: false,
       watchNamespace: NS,
       // The loopback address behind the pod IP the runner reports (or, before it reports one, the pod's).
-      nodeUrl: (cluster, ordinal, podIP) =>
-        `http://${podIP ? r.toLoopback(podIP) : r.ipOf(podName(cluster.metadata.name, ordinal))}:${HTTP_PORT}`,
+      nodeUrl: (cluster, ordinal, podIP, scheme) =>
+        `${scheme}://${podIP ? r.toLoopback(podIP) : r.ipOf(podName(cluster.metadata.name, ordinal))}:${HTTP_PORT}`,
       resyncMs: 5_000,
     });
   }, BUILD_TIMEOUT_MS);
@@ -101,6 +139,7 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     if (endpointTimer !== undefined) clearInterval(endpointTimer);
     await writer?.stop().catch(() => undefined);
     await operator?.stop().catch((err) => console.error('operator stop:', err));
+    await agent?.close().catch(() => undefined);
     await runner?.stop().catch((err) => console.error('pod runner stop:', err));
     await cp?.stop().catch((err) => console.error('control plane stop:', err));
     rmSync(logDir, { recursive: true, force: true });
@@ -134,6 +173,43 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     );
     console.error(`--- node logs\n${runner?.logs(15) ?? ''}`);
   });
+
+  /** The pod DNS name behind one of the runner's loopback addresses (127.0.<subnet>.<ordinal + 1>). */
+  function podDnsOf(host: string): string {
+    const ordinal = Number(host.split('.')[3]) - 1;
+    if (!Number.isInteger(ordinal) || ordinal < 0) return host;
+    const pod = podName(NAME, ordinal);
+    if (runner?.ipOf(pod) !== host) return host;
+    return `${pod}.${NAME}-peers.${NS}.svc.cluster.local`;
+  }
+
+  const secretFiles = async (name: string): Promise<Record<string, string>> => {
+    const secret: V1Secret = await core.readNamespacedSecret({ name, namespace: NS });
+    return Object.fromEntries(
+      Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]),
+    );
+  };
+
+  /** SHA-256 fingerprint of the certificate a node serves on a port (the peer port asks for a client certificate). */
+  async function servedFingerprint(
+    host: string,
+    port: number,
+    client?: { cert: string; key: string },
+  ): Promise<string> {
+    const socket = tlsConnect({
+      host,
+      port,
+      ca,
+      ...client,
+      checkServerIdentity: (_h, cert) => checkServerIdentity(podDnsOf(host), cert),
+    });
+    try {
+      await once(socket, 'secureConnect');
+      return socket.getPeerCertificate().fingerprint256;
+    } finally {
+      socket.destroy();
+    }
+  }
 
   const getCluster = async () =>
     (await custom.getNamespacedCustomObject({ ...GROUP, namespace: NS, name: NAME })) as DynamoCluster;
@@ -187,14 +263,14 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
       if (port === undefined) continue;
       for (const e of slice.endpoints ?? []) {
         if (e.conditions?.ready !== true) continue;
-        for (const address of e.addresses) urls.push(`http://${runner!.toLoopback(address)}:${port}`);
+        for (const address of e.addresses) urls.push(`https://${runner!.toLoopback(address)}:${port}`);
       }
     }
     return urls.sort();
   }
 
   async function ringOf(url: string) {
-    const res = await fetch(`${url}/admin/ring?tokens=true`, { signal: AbortSignal.timeout(5_000) });
+    const res = await tlsFetch(`${url}/admin/ring?tokens=true`, { signal: AbortSignal.timeout(5_000) });
     expect(res.status).toBe(200);
     return (await res.json()) as {
       members: Array<{ id: string; state: string; tokenCount: number; tokens: string[] }>;
@@ -224,9 +300,15 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     await waitReady(3, 240_000);
     durations['3 nodes ready'] = Date.now() - started;
     console.log(`e2e: 3-node cluster Ready in ${(durations['3 nodes ready'] / 1000).toFixed(1)} s`);
+    // TLS and tokens are on by default; the client gets the CA and the admin token from the operator's Secrets.
+    expect((await getCluster()).status?.tls?.mode).toBe('operator');
+    ca = (await secretFiles(`${NAME}-tls`))['ca.crt']!;
+    token = (await secretFiles(`${NAME}-auth`))['admin-token']!;
+    expect(ca).toBe((await secretFiles(`${NAME}-ca`))['tls.crt']);
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
 
     const r = runner!;
-    const expected = [0, 1, 2].map((i) => `http://${r.ipOf(podName(NAME, i))}:${HTTP_PORT}`).sort();
+    const expected = [0, 1, 2].map((i) => `https://${r.ipOf(podName(NAME, i))}:${HTTP_PORT}`).sort();
     await waitFor(
       '3 ready endpoints',
       async () => (await readyEndpoints()).join() === expected.join(),
@@ -235,9 +317,21 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     // Through the Service's endpoints: a write and a read on different nodes.
     const urls = await readyEndpoints();
     expect(await checker.write(urls[0]!, 'hello', 'world')).toBe(true);
-    const read = await fetch(`${urls[2]}/buckets/e2e/keys/hello`);
+    const read = await tlsFetch(`${urls[2]}/buckets/e2e/keys/hello`);
     expect(read.status).toBe(200);
     expect(await read.text()).toBe('world');
+    // Without the token: 401. Each node serves the certificate the operator issued for it, on both ports.
+    const anonymous = await tlsFetch(`${urls[2]}/buckets/e2e/keys/hello`, {}, false);
+    expect(anonymous.status).toBe(401);
+    await anonymous.arrayBuffer();
+    const tls = await secretFiles(`${NAME}-tls`);
+    const client = { cert: tls[`${podName(NAME, 0)}.crt`]!, key: tls[`${podName(NAME, 0)}.key`]! };
+    for (let i = 0; i < 3; i++) {
+      const pod = podName(NAME, i);
+      const want = new X509Certificate(tls[`${pod}.crt`]!).fingerprint256;
+      expect(await servedFingerprint(r.ipOf(pod), HTTP_PORT), pod).toBe(want);
+      expect(await servedFingerprint(r.ipOf(pod), PEER_PORT, client), pod).toBe(want);
+    }
   }, 300_000);
 
   it('scales to 5 and back to 3 under a writer, losing no acknowledged write', async () => {
@@ -293,7 +387,7 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     expect(used.size).toBe(5);
 
     // Every acknowledged write, read back through each remaining node.
-    const remaining = [0, 1, 2].map((i) => `http://${runner!.ipOf(podName(NAME, i))}:${HTTP_PORT}`);
+    const remaining = [0, 1, 2].map((i) => `https://${runner!.ipOf(podName(NAME, i))}:${HTTP_PORT}`);
     for (const url of remaining) {
       const missing = await checker.verify(url);
       expect(missing.slice(0, 10), `${missing.length} acknowledged writes missing via ${url}`).toEqual([]);
@@ -325,14 +419,14 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
     for (const url of remaining) {
       await waitFor(
         `${url} to hold every acknowledged key`,
-        async () => (await metric(url, /^dynamo_storage_keys\{/)) >= checker.size,
+        async () => (await metric(url, /^dynamo_storage_keys\{/, secure)) >= checker.size,
         30_000,
       );
     }
     // The decommissions streamed data to the remaining nodes, and the operator reported no trouble.
     let streamedIn = 0;
     for (const url of remaining)
-      streamedIn += await metric(url, /^dynamo_stream_bytes_total\{direction="in"/);
+      streamedIn += await metric(url, /^dynamo_stream_bytes_total\{direction="in"/, secure);
     expect(streamedIn).toBeGreaterThan(0);
     const events = await core.listNamespacedEvent({
       namespace: NS,
@@ -373,6 +467,82 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
       const dir = dirs.get(claim)!;
       await waitFor(`${dir} removed`, async () => !existsSync(dir), 10_000);
     }
-    console.log(`e2e durations (ms): ${JSON.stringify(durations)}`);
   }, 660_000);
+
+  it('renews a node certificate near its expiry under a writer: the node takes it up on both ports, no request fails', async () => {
+    const r = runner!;
+    const pod = podName(NAME, 1);
+    const host = r.ipOf(pod);
+    const cluster = await getCluster();
+    // demo-1 gets a certificate of the cluster CA issued 80 days ago, as if the operator had been away: valid,
+    // but past two thirds of its 90 days.
+    const caFiles = await secretFiles(`${NAME}-ca`);
+    const old = issueCertificate(
+      { cert: caFiles['tls.crt']!, key: caFiles['tls.key']! },
+      { ...expectedNames(cluster, 1), days: 90, now: new Date(Date.now() - 80 * DAY) },
+    );
+    const oldFingerprint = new X509Certificate(old.cert).fingerprint256;
+    await core.patchNamespacedSecret(
+      {
+        name: `${NAME}-tls`,
+        namespace: NS,
+        body: { stringData: { [`${pod}.crt`]: old.cert, [`${pod}.key`]: old.key } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const started = Date.now();
+    const urls = [0, 1, 2].map((i) => `https://${r.ipOf(podName(NAME, i))}:${HTTP_PORT}`);
+    const refusedBefore = checker.refused;
+    const ackedBefore = checker.size;
+    writer = checker.runWriter(() => urls, 'rotation');
+    // The operator renews it on its next pass (every 5 s here); the node re-reads its files within 5 s.
+    let renewed = '';
+    await waitFor(
+      `the operator to renew ${pod}`,
+      async () => {
+        const cert = (await secretFiles(`${NAME}-tls`))[`${pod}.crt`]!;
+        if (new X509Certificate(cert).fingerprint256 === oldFingerprint || needsRenewal(cert)) return false;
+        renewed = cert;
+        return true;
+      },
+      60_000,
+    );
+    const want = new X509Certificate(renewed).fingerprint256;
+    const tls = await secretFiles(`${NAME}-tls`);
+    const client = { cert: tls[`${podName(NAME, 0)}.crt`]!, key: tls[`${podName(NAME, 0)}.key`]! };
+    await waitFor(
+      `${pod} to serve its renewed certificate on both ports`,
+      async () => {
+        return (
+          (await servedFingerprint(host, HTTP_PORT)) === want &&
+          (await servedFingerprint(host, PEER_PORT, client)) === want
+        );
+      },
+      60_000,
+    );
+    durations['certificate renewal taken up'] = Date.now() - started;
+    // A few more seconds of writes with every node on its current certificate.
+    await new Promise((res) => setTimeout(res, 3_000));
+    await writer.stop();
+    writer = undefined;
+    const acked = checker.size - ackedBefore;
+    console.log(
+      `e2e: renewal of ${pod} taken up in ${(durations['certificate renewal taken up'] / 1000).toFixed(1)} s; ${acked} writes acknowledged meanwhile, ${checker.refused - refusedBefore} refused`,
+    );
+    expect(acked).toBeGreaterThan(50);
+    expect(checker.refused - refusedBefore).toBe(0);
+    for (const url of urls) {
+      const missing = await checker.verify(url);
+      expect(missing.slice(0, 10), `${missing.length} acknowledged writes missing via ${url}`).toEqual([]);
+    }
+    const events = await core.listNamespacedEvent({
+      namespace: NS,
+      fieldSelector: `involvedObject.kind=DynamoCluster,involvedObject.name=${NAME}`,
+    });
+    expect(
+      events.items.some((e) => e.reason === 'CertificateRenewed' && e.message?.includes(`${pod} (expiring)`)),
+    ).toBe(true);
+    expect((await getCluster()).status?.tls?.lastRenewal?.nodes).toEqual([pod]);
+    console.log(`e2e durations (ms): ${JSON.stringify(durations)}`);
+  }, 180_000);
 });

@@ -4,7 +4,7 @@
  * value the cluster said it stored must never vanish).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { readValues } from './harness.js';
+import { type Fetch, readValues } from './harness.js';
 
 export interface Missing {
   key: string;
@@ -18,7 +18,11 @@ export class AckChecker {
   attempts = 0;
   refused = 0;
 
-  constructor(readonly bucket: string) {}
+  /** fetcher: how requests are sent (default: the global fetch; e.g. one adding a CA and a token). */
+  constructor(
+    readonly bucket: string,
+    private readonly fetcher: Fetch = fetch,
+  ) {}
 
   /** Number of acknowledged writes. */
   get size(): number {
@@ -31,7 +35,7 @@ export class AckChecker {
   async write(url: string, key: string, value: string, query = ''): Promise<boolean> {
     this.attempts++;
     try {
-      const res = await fetch(`${url}/buckets/${this.bucket}/keys/${key}${query}`, {
+      const res = await this.fetcher(`${url}/buckets/${this.bucket}/keys/${key}${query}`, {
         method: 'PUT',
         body: value,
         headers: { 'Content-Type': 'text/plain' },
@@ -97,7 +101,7 @@ export class AckChecker {
   }
 
   private async read(url: string, key: string, query: string): Promise<{ status: string; values: string[] }> {
-    const r = await readValues(url, this.bucket, key, query);
+    const r = await readValues(url, this.bucket, key, query, this.fetcher);
     return { status: r.body === undefined ? String(r.status) : `${r.status} ${r.body}`, values: r.values };
   }
 }

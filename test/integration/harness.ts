@@ -67,11 +67,14 @@ export interface TestNode {
   host?: string;
 }
 
+/** A fetch: the global one, or one that adds a CA and a token (clusters with TLS and auth). */
+export type Fetch = (url: string, init?: RequestInit) => Promise<Response>;
+
 /** Sum of the samples on the metric lines matching line, over the /metrics of the given node URLs (0 if none). */
-export async function metric(urls: string | string[], line: RegExp): Promise<number> {
+export async function metric(urls: string | string[], line: RegExp, fetcher: Fetch = fetch): Promise<number> {
   let sum = 0;
   for (const url of Array.isArray(urls) ? urls : [urls]) {
-    const text = await (await fetch(`${url}/metrics`)).text();
+    const text = await (await fetcher(`${url}/metrics`)).text();
     for (const l of text.split('\n')) if (line.test(l)) sum += Number(l.split(' ').pop());
   }
   return sum;
@@ -86,8 +89,9 @@ export async function readValues(
   bucket: string,
   key: string,
   query = '',
+  fetcher: Fetch = fetch,
 ): Promise<{ status: number; values: string[]; body?: string }> {
-  const res = await fetch(`${url}/buckets/${bucket}/keys/${key}${query}`, {
+  const res = await fetcher(`${url}/buckets/${bucket}/keys/${key}${query}`, {
     signal: AbortSignal.timeout(10_000),
   });
   if (res.status === 200) return { status: 200, values: [await res.text()] };
