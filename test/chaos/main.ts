@@ -18,8 +18,18 @@ const { values } = parseArgs({
     faults: { type: 'string', default: '4' },
     kinds: { type: 'string' },
     lww: { type: 'boolean', default: false },
+    help: { type: 'boolean', default: false },
   },
 });
+if (values.help) {
+  console.log(`npm run chaos -- [--schedules N] [--seed S] [--faults F] [--kinds a,b] [--lww]
+  --schedules N  seeded schedules to run in siblings mode (default 10), then one lww self-check
+  --seed S       first seed (default: from the clock); a failing schedule prints its replay command
+  --faults F     faults per schedule (default 4)
+  --kinds a,b    only these fault kinds: ${FAULT_KINDS.join(', ')}
+  --lww          every schedule on a last-writer-wins bucket (which must lose adds)`);
+  process.exit(0);
+}
 const count = Number(values.schedules);
 const first = Number(values.seed);
 const faults = Number(values.faults);
