@@ -72,6 +72,44 @@ export interface AuthSpec {
   enabled: boolean;
 }
 
+/** A Kubernetes label selector (as in a NetworkPolicy peer): every matchLabels pair and every expression must hold. */
+export interface LabelSelectorRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  /** Non-empty for In and NotIn, empty or absent for Exists and DoesNotExist. */
+  values?: string[];
+}
+
+export interface LabelSelector {
+  matchLabels?: Record<string, string>;
+  matchExpressions?: LabelSelectorRequirement[];
+}
+
+/** Addresses outside the pod network (or pods by IP): a CIDR, less the CIDRs in except. */
+export interface IpBlock {
+  cidr: string;
+  except?: string[];
+}
+
+/**
+ * Who may connect, as a Kubernetes NetworkPolicyPeer: pods matching podSelector in the namespaces matching
+ * namespaceSelector (podSelector alone: in the cluster's own namespace; namespaceSelector alone: every pod
+ * of those namespaces), or an ipBlock (never combined with a selector).
+ */
+export interface NetworkPeer {
+  namespaceSelector?: LabelSelector;
+  podSelector?: LabelSelector;
+  ipBlock?: IpBlock;
+}
+
+export interface NetworkSpec {
+  /**
+   * Who may reach the nodes' HTTP port (clients, Prometheus), besides the cluster's own pods and the operator.
+   * Unset: anyone who can route to the pods. An empty list: only the cluster's pods and the operator.
+   */
+  clientFrom?: NetworkPeer[];
+}
+
 export interface ResourceRequirements {
   requests?: Record<string, string>;
   limits?: Record<string, string>;
@@ -94,6 +132,7 @@ export interface DynamoClusterSpecInput {
   podTemplate?: PodTemplateOverrides;
   tls?: Partial<TlsSpec>;
   auth?: Partial<AuthSpec>;
+  network?: NetworkSpec;
 }
 
 /** The spec with every default filled in: what the builders and steps work from. */
@@ -112,6 +151,7 @@ export interface DynamoClusterSpec {
   podTemplate: PodTemplateOverrides;
   tls: TlsSpec;
   auth: AuthSpec;
+  network: NetworkSpec;
 }
 
 export type ConditionType = 'Ready' | 'Scaling' | 'Decommissioning' | 'Degraded' | 'Valid';

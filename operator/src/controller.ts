@@ -28,6 +28,11 @@ export interface OperatorOptions {
   resyncMs?: number;
   concurrency?: number;
   metrics?: OperatorMetrics;
+  /**
+   * The namespace the operator's pods run in (main: its service account's namespace); clusters with
+   * spec.network.clientFrom admit pods labelled app.kubernetes.io/component=operator there to the HTTP port.
+   */
+  operatorNamespace?: string;
   /** Called when leadership is lost after having been held (main exits so a fresh process campaigns again). */
   onLostLeadership?: () => void;
 }
@@ -49,6 +54,7 @@ export async function startOperator(options: OperatorOptions): Promise<RunningOp
     nodes: options.nodeAdmin ?? (ownNodeAdmin as HttpNodeAdmin),
     nodeUrl: options.nodeUrl ?? resolveNodeUrl,
     log,
+    ...(options.operatorNamespace ? { operatorNamespace: options.operatorNamespace } : {}),
   });
 
   const queue = new WorkQueue(

@@ -39,6 +39,7 @@ async function main(): Promise<void> {
     metrics,
     leaderElection,
     watchNamespace: process.env.WATCH_NAMESPACE ?? '',
+    operatorNamespace: ownNamespace(),
     onLostLeadership: () => {
       // Another replica leads now; exit so this one restarts clean and campaigns again.
       log.error('lost leadership; exiting');

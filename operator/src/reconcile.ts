@@ -114,6 +114,11 @@ export interface ReconcilerDeps {
   nodeUrl: NodeUrlResolver;
   log: Logger;
   now?: () => Date;
+  /**
+   * The namespace the operator runs in: a cluster with spec.network.clientFrom admits the operator's pods there
+   * to the nodes' HTTP port (default: the cluster's own namespace).
+   */
+  operatorNamespace?: string;
 }
 
 /** Events already recorded per cluster uid, so a step that waits does not record the same Event every pass. */
@@ -239,7 +244,10 @@ export class Reconciler {
 
   private async ensureDisruptionBudget(ctx: ReconcileContext): Promise<StepResult> {
     await this.applyOwned(ctx, buildPodDisruptionBudget(ctx.cluster));
-    await this.applyOwned(ctx, buildNetworkPolicy(ctx.cluster));
+    await this.applyOwned(
+      ctx,
+      buildNetworkPolicy(ctx.cluster, ctx.spec, { operatorNamespace: this.deps.operatorNamespace }),
+    );
     return CONTINUE;
   }
 

@@ -1,6 +1,13 @@
 // DynamoCluster spec defaults and the checks the CRD schema cannot make (or that the operator repeats, because a
 // CRD installed by hand may be older than this operator). Pure: no I/O.
-import type { DynamoClusterSpec, DynamoClusterSpecInput } from './api-types.js';
+import { isIPv4, isIPv6 } from 'node:net';
+import type {
+  DynamoClusterSpec,
+  DynamoClusterSpecInput,
+  LabelSelector,
+  NetworkPeer,
+  NetworkSpec,
+} from './api-types.js';
 
 /** Defaults, the same as the CRD schema's. */
 export const DEFAULTS: DynamoClusterSpec = {
@@ -18,6 +25,7 @@ export const DEFAULTS: DynamoClusterSpec = {
   podTemplate: {},
   tls: { mode: 'operator' },
   auth: { enabled: true },
+  network: {},
 };
 
 export const TLS_MODES = ['operator', 'cert-manager', 'disabled'] as const;
@@ -56,6 +64,8 @@ export function withDefaults(input: DynamoClusterSpecInput | undefined): DynamoC
       ...(spec.tls?.issuerRef ? { issuerRef: spec.tls.issuerRef } : {}),
     },
     auth: { enabled: spec.auth?.enabled ?? DEFAULTS.auth.enabled },
+    // Unset and empty differ: unset leaves the HTTP port open, [] admits only the cluster and the operator.
+    network: spec.network?.clientFrom !== undefined ? { clientFrom: spec.network.clientFrom } : {},
   };
 }
 
@@ -142,5 +152,178 @@ export function validateSpec(spec: DynamoClusterSpec): string[] {
   if (typeof spec.auth.enabled !== 'boolean') {
     problems.push(`spec.auth.enabled must be true or false, got ${String(spec.auth.enabled)}`);
   }
+  problems.push(...validateNetwork(spec.network));
   return problems;
+}
+
+// --- spec.network ------------------------------------------------------------------------------------------
+// The checks the API server makes of a NetworkPolicy's peers, made first, so that a bad peer is an invalid
+// spec (a Valid=False condition naming the field) rather than a NetworkPolicy apply that fails every pass.
+
+const LABEL_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const SELECTOR_OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'];
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** A label key: an optional DNS subdomain prefix and '/', then a name of at most 63 characters. */
+export function isLabelKey(key: unknown): boolean {
+  if (typeof key !== 'string') return false;
+  const slash = key.lastIndexOf('/');
+  const [prefix, name] = slash < 0 ? [undefined, key] : [key.slice(0, slash), key.slice(slash + 1)];
+  if (prefix !== undefined && (prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
+  return name.length <= 63 && LABEL_NAME.test(name);
+}
+
+export function isLabelValue(value: unknown): boolean {
+  return typeof value === 'string' && value.length <= 63 && LABEL_VALUE.test(value);
+}
+
+/** An address as a number and its width in bits; undefined unless a plain IPv4 or IPv6 address. */
+export function parseIp(text: string): { bits: 32 | 128; value: bigint } | undefined {
+  if (isIPv4(text)) {
+    return { bits: 32, value: text.split('.').reduce((acc, octet) => (acc << 8n) | BigInt(octet), 0n) };
+  }
+  if (!isIPv6(text) || text.includes('%')) return undefined;
+  let groups = text;
+  const lastColon = groups.lastIndexOf(':');
+  const tail = groups.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    // An IPv4 tail (::ffff:10.0.0.1) is the last two groups.
+    const v4 = parseIp(tail);
+    if (v4 === undefined) return undefined;
+    const high = Number(v4.value >> 16n).toString(16);
+    const low = Number(v4.value & 0xffffn).toString(16);
+    groups = `${groups.slice(0, lastColon + 1)}${high}:${low}`;
+  }
+  const [head, rest] = groups.split('::') as [string, string | undefined];
+  const parts = (s: string) => (s === '' ? [] : s.split(':'));
+  const left = parts(head);
+  const right = rest === undefined ? [] : parts(rest);
+  const zeros = rest === undefined ? 0 : 8 - left.length - right.length;
+  const all = [...left, ...Array<string>(zeros).fill('0'), ...right];
+  if (all.length !== 8) return undefined;
+  return { bits: 128, value: all.reduce((acc, g) => (acc << 16n) | BigInt(`0x${g}`), 0n) };
+}
+
+/** A CIDR (address/prefix); `canonical` is false when the address has bits set past the prefix. */
+export function parseCidr(
+  text: string,
+): { bits: 32 | 128; value: bigint; prefix: number; canonical: boolean } | undefined {
+  const slash = text.indexOf('/');
+  if (slash < 0) return undefined;
+  const ip = parseIp(text.slice(0, slash));
+  const prefixText = text.slice(slash + 1);
+  if (ip === undefined || !/^(0|[1-9][0-9]{0,2})$/.test(prefixText)) return undefined;
+  const prefix = Number(prefixText);
+  if (prefix > ip.bits) return undefined;
+  const hostBits = BigInt(ip.bits - prefix);
+  const canonical = (ip.value & ((1n << hostBits) - 1n)) === 0n;
+  return { ...ip, prefix, canonical };
+}
+
+function validateSelector(selector: unknown, path: string): string[] {
+  if (!isObject(selector)) return [`${path} must be a label selector (matchLabels, matchExpressions)`];
+  const problems: string[] = [];
+  const { matchLabels, matchExpressions } = selector as LabelSelector;
+  if (matchLabels !== undefined) {
+    if (!isObject(matchLabels)) problems.push(`${path}.matchLabels must be a map of label keys to values`);
+    else {
+      for (const [key, value] of Object.entries(matchLabels)) {
+        if (!isLabelKey(key)) problems.push(`${path}.matchLabels has an invalid label key '${key}'`);
+        if (!isLabelValue(value)) {
+          problems.push(
+            `${path}.matchLabels.${key} must be a label value (at most 63 characters), got '${value}'`,
+          );
+        }
+      }
+    }
+  }
+  if (matchExpressions !== undefined) {
+    if (!Array.isArray(matchExpressions)) problems.push(`${path}.matchExpressions must be a list`);
+    else {
+      matchExpressions.forEach((expression, i) => {
+        const at = `${path}.matchExpressions[${i}]`;
+        if (!isObject(expression)) {
+          problems.push(`${at} must have a key and an operator`);
+          return;
+        }
+        const { key, operator, values } = expression as unknown as Record<string, unknown>;
+        if (!isLabelKey(key)) problems.push(`${at}.key must be a label key, got '${String(key)}'`);
+        if (!SELECTOR_OPERATORS.includes(operator as string)) {
+          problems.push(
+            `${at}.operator must be one of ${SELECTOR_OPERATORS.join(', ')}, got '${String(operator)}'`,
+          );
+          return;
+        }
+        const list = values === undefined ? [] : values;
+        if (!Array.isArray(list)) {
+          problems.push(`${at}.values must be a list of label values`);
+          return;
+        }
+        const wantsValues = operator === 'In' || operator === 'NotIn';
+        if (wantsValues && list.length === 0) problems.push(`${at}.values must not be empty for ${operator}`);
+        if (!wantsValues && list.length > 0) problems.push(`${at}.values must be empty for ${operator}`);
+        for (const value of list) {
+          if (!isLabelValue(value))
+            problems.push(`${at}.values has an invalid label value '${String(value)}'`);
+        }
+      });
+    }
+  }
+  return problems;
+}
+
+function validateIpBlock(block: unknown, path: string): string[] {
+  if (!isObject(block) || typeof block.cidr !== 'string')
+    return [`${path}.cidr must be a CIDR such as 10.0.0.0/8`];
+  const cidr = parseCidr(block.cidr);
+  if (cidr === undefined) return [`${path}.cidr must be a CIDR such as 10.0.0.0/8, got '${block.cidr}'`];
+  const problems: string[] = [];
+  if (!cidr.canonical) {
+    problems.push(`${path}.cidr '${block.cidr}' has address bits set past its prefix /${cidr.prefix}`);
+  }
+  const except = block.except ?? [];
+  if (!Array.isArray(except)) return [...problems, `${path}.except must be a list of CIDRs`];
+  except.forEach((text: unknown, i) => {
+    const at = `${path}.except[${i}]`;
+    const inner = typeof text === 'string' ? parseCidr(text) : undefined;
+    if (inner === undefined) {
+      problems.push(`${at} must be a CIDR such as 10.1.0.0/16, got '${String(text)}'`);
+      return;
+    }
+    const shift = BigInt(cidr.bits - cidr.prefix);
+    const within =
+      inner.bits === cidr.bits && inner.prefix > cidr.prefix && inner.value >> shift === cidr.value >> shift;
+    if (!within) problems.push(`${at} '${text}' must be a smaller range inside cidr '${block.cidr}'`);
+  });
+  return problems;
+}
+
+function validatePeer(peer: unknown, path: string): string[] {
+  if (!isObject(peer)) return [`${path} must be an object with namespaceSelector, podSelector or ipBlock`];
+  const { namespaceSelector, podSelector, ipBlock } = peer as NetworkPeer;
+  const selectors = [namespaceSelector, podSelector].filter((s) => s !== undefined).length;
+  if (selectors === 0 && ipBlock === undefined) {
+    return [`${path} must set namespaceSelector, podSelector or ipBlock`];
+  }
+  if (ipBlock !== undefined && selectors > 0) {
+    return [`${path} must set either ipBlock or selectors (namespaceSelector, podSelector), not both`];
+  }
+  const problems: string[] = [];
+  if (namespaceSelector !== undefined)
+    problems.push(...validateSelector(namespaceSelector, `${path}.namespaceSelector`));
+  if (podSelector !== undefined) problems.push(...validateSelector(podSelector, `${path}.podSelector`));
+  if (ipBlock !== undefined) problems.push(...validateIpBlock(ipBlock, `${path}.ipBlock`));
+  return problems;
+}
+
+/** Problems with spec.network (who may reach the HTTP port), each a sentence. */
+export function validateNetwork(network: NetworkSpec): string[] {
+  const clientFrom = network.clientFrom as unknown;
+  if (clientFrom === undefined) return [];
+  if (!Array.isArray(clientFrom)) return ['spec.network.clientFrom must be a list of NetworkPolicy peers'];
+  return clientFrom.flatMap((peer, i) => validatePeer(peer, `spec.network.clientFrom[${i}]`));
 }
