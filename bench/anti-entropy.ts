@@ -2,8 +2,10 @@
 /**
  * `npm run bench:anti-entropy`: the CPU cost of one anti-entropy exchange on a store of --keys objects,
  * with the ring object unchanged (gossip since 77693b5) and with a new but equal Ring object before each
- * exchange (gossip before 77693b5 built one on every heartbeat, and anti-entropy rebuilds all its trees,
- * a scan, decode and re-hash of the whole store, whenever membership.ring() is another object).
+ * exchange (gossip before 77693b5 built one on every heartbeat, and anti-entropy rebuilds all its trees
+ * whenever membership.ring() is another object: once a scan, decode and re-hash of the whole store, now a
+ * re-derivation from its in-memory key index that reads nothing from the store; "store scans" counts
+ * the scans).
  *
  * Two nodes in this process, each with a real LevelDB ObjectStore in a temp dir, a Replica and an
  * AntiEntropy, connected by the in-memory transport (payloads copied through msgpack as on the wire), on a
@@ -87,6 +89,7 @@ interface BenchNode {
   membership: BenchMembership;
   ae: AntiEntropy;
   rebuilds: number;
+  storeScans: number;
   /** Divergent leaves and keys repaired of this node's last exchange. */
   last: { divergent: number; repaired: number } | undefined;
 }
@@ -97,6 +100,8 @@ interface Sample {
   systemMs: number;
   wallMs: number;
   rebuilds: number;
+  /** Rebuilds that read the whole store (the others re-derived the trees from the key index). */
+  storeScans: number;
 }
 
 interface CaseResult {
@@ -201,6 +206,7 @@ async function main(): Promise<void> {
         membership,
         ae: undefined!,
         rebuilds: 0,
+        storeScans: 0,
         last: undefined,
       };
       node.ae = new AntiEntropy({
@@ -216,8 +222,9 @@ async function main(): Promise<void> {
         onExchange: (_peer, divergent, repaired) => {
           node.last = { divergent, repaired };
         },
-        onRebuild: () => {
+        onRebuild: (_keys, scannedStore) => {
           node.rebuilds++;
+          if (scannedStore) node.storeScans++;
         },
       });
       // As node.ts dispatches peer requests.
@@ -284,6 +291,7 @@ async function main(): Promise<void> {
         systemMs: c.system / 1000,
         wallMs,
         rebuilds: 1,
+        storeScans: 1,
       });
     }
     const memory = process.memoryUsage();
@@ -299,6 +307,7 @@ async function main(): Promise<void> {
         b.membership.renewRing();
       }
       const rebuildsBefore = a.rebuilds + b.rebuilds;
+      const scansBefore = a.storeScans + b.storeScans;
       a.last = undefined;
       const c0 = process.cpuUsage();
       const t0 = performance.now();
@@ -317,6 +326,7 @@ async function main(): Promise<void> {
         systemMs: c.system / 1000,
         wallMs,
         rebuilds: a.rebuilds + b.rebuilds - rebuildsBefore,
+        storeScans: a.storeScans + b.storeScans - scansBefore,
       };
     };
     // The first exchange after a build hashes the trees' inner nodes (computed lazily), and the first few
@@ -369,6 +379,7 @@ async function main(): Promise<void> {
         systemMs: round(s.systemMs),
         wallMs: round(s.wallMs),
         rebuilds: s.rebuilds,
+        storeScans: s.storeScans,
       }));
 
     if (values.json) {
@@ -388,23 +399,26 @@ async function main(): Promise<void> {
       `first exchange after the initial builds (lazy inner hashes, JIT warm-up, not counted): ${result.firstExchangeAfterBuild.cpuMs} ms CPU / ${result.firstExchangeAfterBuild.wallMs} ms wall`,
     );
     out();
-    const rows: Array<[string, string, string, string]> = [
-      ['case', 'CPU ms', 'wall ms', 'rebuilds'],
+    const count = (c: CaseResult, f: (s: Sample) => number) => String(c.rounds.reduce((t, r) => t + f(r), 0));
+    const rows: string[][] = [
+      ['case', 'CPU ms', 'wall ms', 'rebuilds', 'store scans'],
       [
         'same Ring object (after 77693b5)',
         result.after.cpuMs.toFixed(3),
         result.after.wallMs.toFixed(3),
-        String(after.rounds.reduce((s, r) => s + r.rebuilds, 0)),
+        count(after, (r) => r.rebuilds),
+        count(after, (r) => r.storeScans),
       ],
       [
         'new equal Ring (before 77693b5)',
         result.before.cpuMs.toFixed(3),
         result.before.wallMs.toFixed(3),
-        String(before.rounds.reduce((s, r) => s + r.rebuilds, 0)),
+        count(before, (r) => r.rebuilds),
+        count(before, (r) => r.storeScans),
       ],
-      ['before / after', `${result.cpuRatio}x`, `${result.wallRatio}x`, ''],
+      ['before / after', `${result.cpuRatio}x`, `${result.wallRatio}x`, '', ''],
     ];
-    const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+    const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const r of rows)
       out(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '));
   } finally {

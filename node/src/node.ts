@@ -296,6 +296,7 @@ export async function startNode(
     members: memberCounts,
     phis: () => gossip?.phis() ?? new Map(),
     streamRangesPending: () => streamer?.rangesPending() ?? 0,
+    merkleIndex: { keys: () => antiEntropy.indexedKeys, bytes: () => antiEntropy.indexBytes },
     hints: () => {
       // Every peer shows, at 0 when it has no hints, so a drained queue reads 0 rather than vanishing.
       const pending = new Map(
@@ -438,16 +439,22 @@ export async function startNode(
     depth: config.merkleDepth,
     timeoutMs: config.requestTimeoutMs,
     log,
-    onExchange: (peer, divergent, repaired, bytes) => {
+    onExchange: (peer, divergent, repaired, bytes, cpuMicros) => {
       metrics.merkleDivergent.set({ peer }, divergent);
       metrics.merkleLastExchange.set({ peer }, Date.now() / 1000);
       metrics.merkleKeysRepaired.inc(repaired);
       metrics.merkleBytes.inc(bytes);
+      metrics.merkleExchanges.inc();
+      metrics.merkleExchangeCpu.inc(cpuMicros / 1e6);
       if (repaired > 0) log.info({ peer, divergent, repaired, bytes }, 'anti-entropy repaired keys');
     },
-    onRebuild: () => metrics.merkleRebuilds.inc(),
+    onRebuild: (keys, scannedStore) => {
+      metrics.merkleRebuilds.inc({ source: scannedStore ? 'store' : 'index' });
+      log.info({ keys, source: scannedStore ? 'store' : 'index' }, 'anti-entropy trees built');
+    },
   });
-  await antiEntropy.rebuild();
+  // The trees are built in the background once the node listens (below); exchanges start meanwhile
+  // and wait for them, and peers asking are told not_ready.
   antiEntropy.start(config.antiEntropyIntervalMs);
   const reaper = new TombstoneReaper({
     self: config.nodeId,
@@ -557,6 +564,8 @@ export async function startNode(
     onStreamed,
   });
   props.onChange(async (bucket, before, after) => {
+    // Which peers hold a key in their trees depends on its bucket's n.
+    if (after.n !== before.n) antiEntropy.propsChanged();
     if (after.n !== before.n) await widening.changed(bucket, before.n, after.n);
     if (after.n < before.n) cleanup.requestRun();
   });
@@ -593,11 +602,22 @@ export async function startNode(
   const adminServer = config.adminPort ? createHttpServer(ctx, clientTls, 'admin') : undefined;
   if (adminServer) await listenHttp(adminServer, config.adminPort, config.adminHost || config.httpHost);
   ready = true;
+  // What takes time with the data size runs after the node listens: /health answers meanwhile, and
+  // neither is needed to serve (ctx.ready above: invariants 8, 11 and 12 decide readiness).
+  let closing = false;
+  store.countKeys().catch((err) => {
+    if (!closing) log.error({ err }, 'counting the stored objects failed');
+  });
+  antiEntropy.rebuild().catch((err) => {
+    if (!closing) log.error({ err }, 'building the anti-entropy trees failed; the next exchange retries');
+  });
   rebuild?.start();
   if (gossip) {
     try {
       await gossip.join(config.requestTimeoutMs);
     } catch (err) {
+      closing = true;
+      await antiEntropy.stop();
       server.close();
       adminServer?.close();
       await transport.close();
@@ -625,13 +645,14 @@ export async function startNode(
     log,
     async close() {
       ready = false;
+      closing = true;
       await cleanup.stop();
       await streamer?.stop();
       await rebuild?.stop();
       await widening.stop();
       clearInterval(propsTimer);
       gossip?.stop();
-      antiEntropy.stop();
+      await antiEntropy.stop();
       await reaper.stop();
       await handoff.stop();
       await sweeper.stop();

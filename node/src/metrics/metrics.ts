@@ -22,6 +22,8 @@ export interface MetricSources {
   phis: () => Map<string, number>;
   /** Token ranges a join or decommission of this node has still to move (0 when none is running). */
   streamRangesPending: () => number;
+  /** The anti-entropy key index: keys it holds and bytes it takes (off the JS heap). */
+  merkleIndex?: { keys(): number; bytes(): number };
 }
 
 /** Hints waiting per target replica, read at scrape time. */
@@ -52,7 +54,9 @@ export class NodeMetrics {
   readonly merkleLastExchange: Gauge<'peer'>;
   readonly merkleKeysRepaired: Counter;
   readonly merkleBytes: Counter;
-  readonly merkleRebuilds: Counter;
+  readonly merkleRebuilds: Counter<'source'>;
+  readonly merkleExchanges: Counter;
+  readonly merkleExchangeCpu: Counter;
   readonly tombstonesReaped: Counter;
   readonly cleanupDeleted: Counter;
   readonly streamBytes: Counter<'direction'>;
@@ -60,7 +64,7 @@ export class NodeMetrics {
 
   constructor(
     node: string,
-    { storage, members, hints, overdueHints, phis, streamRangesPending }: MetricSources,
+    { storage, members, hints, overdueHints, phis, streamRangesPending, merkleIndex }: MetricSources,
   ) {
     this.registry.setDefaultLabels({ node });
     collectDefaultMetrics({ register: this.registry });
@@ -188,8 +192,35 @@ export class NodeMetrics {
     });
     this.merkleRebuilds = new Counter({
       name: 'dynamo_merkle_rebuilds_total',
-      help: 'Full builds of the anti-entropy trees (each scans the whole store): at start and when the ring changes.',
+      help: 'Builds of the anti-entropy trees: source="store" scans the whole store (once, at start), source="index" re-derives them from the key index when the ring or a bucket\'s n changed (no store read).',
+      labelNames: ['source'],
       registers,
+    });
+    this.merkleExchanges = new Counter({
+      name: 'dynamo_merkle_exchanges_total',
+      help: 'Anti-entropy exchanges this node ran to the end.',
+      registers,
+    });
+    this.merkleExchangeCpu = new Counter({
+      name: 'dynamo_merkle_exchange_cpu_seconds_total',
+      help: 'Process CPU (user + system) spent from the start to the end of the anti-entropy exchanges this node ran (anything else running meanwhile included).',
+      registers,
+    });
+    new Gauge({
+      name: 'dynamo_merkle_index_keys',
+      help: 'Keys in the anti-entropy key index (every stored object once the trees are built).',
+      registers,
+      collect() {
+        this.set(merkleIndex?.keys() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'dynamo_merkle_index_bytes',
+      help: 'Bytes the anti-entropy key index holds, outside the JS heap.',
+      registers,
+      collect() {
+        this.set(merkleIndex?.bytes() ?? 0);
+      },
     });
     this.merkleBytes = new Counter({
       name: 'dynamo_merkle_bytes_transferred_total',

@@ -39,7 +39,13 @@ export const REPLIES = {
   'gossip.push': Ok,
   'ae.root': T.Object({ root: Buf, ring: T.Optional(T.String({ maxLength: 64 })) }),
   'ae.children': T.Object({ children: T.Array(Hash, { maxItems: 1 << 20 }) }),
-  'ae.keys': T.Object({ keys: T.Array(T.Tuple([BucketKey, Buf]), { maxItems: 10_000_000 }) }),
+  // Paged (repair/anti-entropy.ts AE_KEYS_REPLY_BYTES): next says where the listing goes on.
+  'ae.keys': T.Object({
+    keys: T.Array(T.Tuple([BucketKey, Buf]), { maxItems: 10_000_000 }),
+    next: T.Optional(
+      T.Object({ leaf: T.Integer({ minimum: 0, maximum: 2 ** 31 }), after: T.Optional(BucketKey) }),
+    ),
+  }),
   'stream.pull': T.Object({
     entries: T.Array(T.Tuple([Bucket, Key, Buf]), { maxItems: 1_000_000 }),
     next: T.Union([T.String({ maxLength: 2048 }), T.Null()]),

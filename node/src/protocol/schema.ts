@@ -117,7 +117,13 @@ export const REQUESTS = {
     d: T.Integer({ minimum: 0, maximum: 32 }),
     indices: Indices,
   }),
-  'ae.keys': T.Object({ op: T.Literal('ae.keys'), from: Id, leaves: Indices }),
+  'ae.keys': T.Object({
+    op: T.Literal('ae.keys'),
+    from: Id,
+    leaves: Indices,
+    // Paging: leaves[0]'s keys after this one (bucket, NUL, key).
+    after: T.Optional(T.String({ maxLength: 1300 })),
+  }),
   'stream.pull': T.Object({
     op: T.Literal('stream.pull'),
     target: Id,

@@ -3,24 +3,48 @@
  * (whole ring, leaves by key position), updated on each write. Every interval it compares one peer's tree
  * of this node with its own tree of that peer, level by level, and repairs only the keys whose versions
  * differ, by the normal merge in both directions.
+ *
+ * What the trees are made of lives in one KeyIndex (key-index.ts), off the JS heap: per stored key its
+ * pair hash, leaf and peer group (the peers, other than this node, of its preference list). The trees
+ * themselves are small (2^depth leaves each). The index is filled by one scan of the store, in the
+ * background after the node started (peers asking meanwhile are told not_ready); a new ring re-derives
+ * every key's group and the trees from the index, in the background and without reading the store.
+ * Key lists (ae.keys) are paged: no reply exceeds AE_KEYS_REPLY_BYTES, far below the frame limit.
  */
 import { createHash, hash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
+import { NotReadyError } from '../errors.js';
 import type { Membership } from '../membership/membership.js';
 import type { GetReply, ReplicaRequest } from '../replica/messages.js';
 import { hashKey, type Ring } from '../ring/index.js';
 import { decodeObject } from '../storage/codec.js';
 import type { ObjectStore } from '../storage/store.js';
 import { type Clock, compareSiblings, type Sibling } from '../version/index.js';
+import { KeyIndex } from './key-index.js';
 import { compareLevelByLevelAsync, MerkleTree, pairHash, type TokenRange } from './merkle.js';
 
 const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
+/** Most bytes of keys and pair hashes one ae.keys reply carries (the frame limit is 64 MiB). */
+export const AE_KEYS_REPLY_BYTES = 4 * 1024 * 1024;
+/** Keys handled between two yields to the event loop while the trees are built. */
+const BUILD_CHUNK = 4096;
 
 export type AntiEntropyRequest =
   | { op: 'ae.root'; from: string; ring?: string }
   | { op: 'ae.children'; from: string; d: number; indices: number[] }
-  | { op: 'ae.keys'; from: string; leaves: number[] };
+  /** Keys of the leaves, in order; with after, leaves[0]'s keys after that one (they are listed in key order). */
+  | { op: 'ae.keys'; from: string; leaves: number[]; after?: string };
+
+/**
+ * A page of keys with their pair hashes. next, when present, says where the listing goes on: at leaf
+ * next.leaf (one of the leaves asked for; every leaf before it is complete), after key next.after when
+ * given, else from that leaf's first key.
+ */
+export interface AeKeysReply {
+  keys: Array<[string, Buffer]>;
+  next?: { leaf: number; after?: string };
+}
 
 /**
  * What identifies a version for anti-entropy: its causal history and every value, byte for byte (what
@@ -59,34 +83,13 @@ export function ringFingerprint(ring: Ring): string {
 }
 
 const objectKey = (bucket: string, key: string) => `${bucket}\u0000${key}`;
-
-/**
- * One peer's tree plus, by leaf, each key's pair hash (pairHash(objectKey, versionDigest)), to list the
- * keys of a differing leaf and to XOR a key's old version out without hashing it again.
- */
-class PeerTree {
-  readonly tree: MerkleTree;
-  readonly leaves = new Map<number, Map<string, Buffer>>();
-
-  constructor(depth: number) {
-    this.tree = new MerkleTree(WHOLE_RING, depth);
-  }
-
-  set(okey: string, position: string, pair: Buffer | undefined): void {
-    const leaf = this.tree.leafIndexOf(position, okey);
-    let keys = this.leaves.get(leaf);
-    const old = keys?.get(okey);
-    if (old && pair && old.equals(pair)) return;
-    this.tree.updateLeaf(leaf, old, pair);
-    if (pair) {
-      if (!keys) {
-        keys = new Map();
-        this.leaves.set(leaf, keys);
-      }
-      keys.set(okey, pair);
-    } else keys?.delete(okey);
-  }
-}
+const splitKey = (okey: string): [string, string] => {
+  const nul = okey.indexOf('\u0000');
+  return [okey.slice(0, nul), okey.slice(nul + 1)];
+};
+/** The index's 32-bit hash of a key: the top of its ring position (an MD5, so well spread). */
+const hash32Of = (position: string) => Number.parseInt(position.slice(0, 8), 16);
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface AntiEntropyOptions {
   self: string;
@@ -100,25 +103,78 @@ export interface AntiEntropyOptions {
   depth: number;
   timeoutMs: number;
   log: Logger;
-  onExchange?: (peer: string, divergentLeaves: number, keysRepaired: number, bytes: number) => void;
-  /** Called after each full build of the trees (a scan of the whole store), with the keys scanned. */
-  onRebuild?: (keys: number) => void;
+  /** Bytes of keys per ae.keys reply (default AE_KEYS_REPLY_BYTES; smaller in tests, to see paging). */
+  keysReplyBytes?: number;
+  /** Keys re-derived between two yields to the event loop on a new ring (default 4096). */
+  buildChunk?: number;
+  /** After each exchange this node ran: what it found and moved, and the process CPU it took (µs). */
+  onExchange?: (
+    peer: string,
+    divergentLeaves: number,
+    keysRepaired: number,
+    bytes: number,
+    cpuMicros: number,
+  ) => void;
+  /**
+   * Called after each build of the trees, with the keys they cover: from a scan of the store (at start)
+   * or, when the ring or a bucket's n changed, from the key index (no store read).
+   */
+  onRebuild?: (keys: number, scannedStore: boolean) => void;
 }
 
+/**
+ * Where the trees are: not built (no scan yet), being filled by the scan of the store, being re-derived
+ * from the index for a new ring (ids below cursor are done), or built for ring.
+ */
+type State =
+  | { kind: 'empty' }
+  | { kind: 'scanning'; ring: Ring; deleted: Set<string> }
+  | { kind: 'regrouping'; ring: Ring; cursor: number }
+  | { kind: 'built'; ring: Ring };
+
 export class AntiEntropy {
-  private trees = new Map<string, PeerTree>();
-  private ring: Ring | undefined;
+  private index: KeyIndex;
+  private trees = new Map<string, MerkleTree>();
+  /** Peer groups of the current build: id → the peers whose trees hold a key of that group (0: none). */
+  private groupPeers: string[][] = [[]];
+  private groupIds = new Map<string, number>();
+  private state: State = { kind: 'empty' };
+  /** A bucket's n changed: every key's group must be derived again, even on the same ring. */
+  private stale = false;
   private building: Promise<void> | undefined;
-  private pendingWrites: Array<[string, string, Clock | undefined]> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private turn = 0;
   private exchanging = false;
+  private stopped = false;
+  private readonly emptyTree: MerkleTree;
+  private readonly keysReplyBytes: number;
 
   constructor(private readonly opts: AntiEntropyOptions) {
+    this.emptyTree = new MerkleTree(WHOLE_RING, opts.depth);
+    this.index = new KeyIndex(this.emptyTree.leafCount);
+    this.keysReplyBytes = opts.keysReplyBytes ?? AE_KEYS_REPLY_BYTES;
     opts.store.onWrite((bucket, key, _before, after) => this.onWrite(bucket, key, after));
   }
 
-  /** Builds the trees from the store (again when the ring changed). */
+  /** Keys in the index (every stored object once it is built). */
+  get indexedKeys(): number {
+    return this.index.size;
+  }
+
+  /** Bytes the key index holds, outside the JS heap. */
+  get indexBytes(): number {
+    return this.index.memoryBytes;
+  }
+
+  /** True once the trees are built for the ring they were last asked for. */
+  get built(): boolean {
+    return this.state.kind === 'built';
+  }
+
+  /**
+   * Builds the trees: from a scan of the store the first time, else again from the index when the ring
+   * (or a bucket's n) changed since. Resolves once they match the current ring.
+   */
   rebuild(): Promise<void> {
     this.building ??= this.build().finally(() => {
       this.building = undefined;
@@ -126,61 +182,201 @@ export class AntiEntropy {
     return this.building;
   }
 
-  private async build(): Promise<void> {
-    const ring = this.opts.membership.ring();
-    this.pendingWrites = [];
-    const trees = new Map<string, PeerTree>();
-    let keys = 0;
-    for await (const [bucket, key, bytes] of this.opts.store.scan()) {
-      this.add(trees, ring, bucket, key, decodeObject(bytes));
-      keys++;
-    }
-    // Writes during the scan are applied on top, so the new trees miss nothing.
-    for (const [bucket, key, after] of this.pendingWrites) this.add(trees, ring, bucket, key, after);
-    this.pendingWrites = undefined;
-    this.trees = trees;
-    this.ring = ring;
-    this.opts.onRebuild?.(keys);
+  /** A bucket's n changed: the keys' groups are derived again before the next exchange. */
+  propsChanged(): void {
+    this.stale = true;
   }
 
-  /** Puts the key's version in every peer's tree (or takes it out when c is undefined: deleted). */
-  private add(
-    trees: Map<string, PeerTree>,
-    ring: Ring,
-    bucket: string,
-    key: string,
-    c: Clock | undefined,
-  ): void {
-    const position = hashKey(bucket, key);
-    const pref = ring.preferenceList(position, this.opts.props.get(bucket).n);
-    if (!pref.includes(this.opts.self)) return;
-    const okey = objectKey(bucket, key);
-    // One pair hash per write serves every peer's tree.
-    const pair = c && pairHash(okey, versionDigest(c));
-    for (const peer of pref) {
-      if (peer === this.opts.self) continue;
-      let t = trees.get(peer);
-      if (!t) {
-        t = new PeerTree(this.opts.depth);
-        trees.set(peer, t);
-      }
-      t.set(okey, position, pair);
+  private current(): Ring | undefined {
+    return this.state.kind === 'built' ? this.state.ring : undefined;
+  }
+
+  private async build(): Promise<void> {
+    if (this.state.kind === 'empty') await this.scan(this.opts.membership.ring());
+    while (this.stale || this.opts.membership.ring() !== this.current()) {
+      this.stale = false;
+      await this.regroup(this.opts.membership.ring());
     }
+  }
+
+  private resetTrees(): void {
+    this.trees = new Map();
+    this.groupPeers = [[]];
+    this.groupIds = new Map();
+  }
+
+  /** Fills the index and the trees from the store; writes meanwhile go straight in (they are newer). */
+  private async scan(ring: Ring): Promise<void> {
+    const deleted = new Set<string>();
+    this.resetTrees();
+    this.state = { kind: 'scanning', ring, deleted };
+    let keys = 0;
+    try {
+      for await (const [bucket, key, bytes] of this.opts.store.scan()) {
+        if (this.stopped) throw new Error('anti-entropy stopped');
+        keys++;
+        const okey = objectKey(bucket, key);
+        // A key written during the scan is already in with a version at least as new as the snapshot's;
+        // one deleted during it must not come back from the snapshot.
+        if (deleted.has(okey)) continue;
+        const position = hashKey(bucket, key);
+        const kb = Buffer.from(okey, 'utf8');
+        if (this.index.find(kb, hash32Of(position)) >= 0) continue;
+        const pair = pairHash(okey, versionDigest(decodeObject(bytes)));
+        const group = this.groupFor(ring, bucket, position);
+        const leaf = this.emptyTree.leafIndexOf(position, okey);
+        this.index.add(kb, hash32Of(position), leaf, pair, group);
+        this.xor(group, leaf, pair);
+      }
+    } catch (err) {
+      // Start over next time: the index holds only part of the store.
+      this.index = new KeyIndex(this.emptyTree.leafCount);
+      this.resetTrees();
+      this.state = { kind: 'empty' };
+      throw err;
+    }
+    this.state = { kind: 'built', ring };
+    this.opts.onRebuild?.(keys, true);
+  }
+
+  /** Derives every key's group and the trees for ring again, from the index alone. */
+  private async regroup(ring: Ring): Promise<void> {
+    this.resetTrees();
+    const state: State & { kind: 'regrouping' } = { kind: 'regrouping', ring, cursor: 0 };
+    this.state = state;
+    const { index } = this;
+    // Writes meanwhile update every key below the cursor in full and only the pair of those above it.
+    while (state.cursor < index.highWater) {
+      const end = Math.min(state.cursor + (this.opts.buildChunk ?? BUILD_CHUNK), index.highWater);
+      for (let id = state.cursor; id < end; id++) {
+        if (!index.isLive(id)) continue;
+        const [bucket, key] = splitKey(index.keyOf(id));
+        const group = this.groupFor(ring, bucket, hashKey(bucket, key));
+        index.setGroup(id, group);
+        this.xor(group, index.leafOf(id), index.pairView(id));
+      }
+      state.cursor = end;
+      if (state.cursor < index.highWater) await yieldToLoop();
+      if (this.stopped) throw new Error('anti-entropy stopped');
+    }
+    this.state = { kind: 'built', ring };
+    this.opts.onRebuild?.(index.size, false);
+  }
+
+  /** The group of a key at position in bucket on ring: the other replicas, or 0 when this node is not one. */
+  private groupFor(ring: Ring, bucket: string, position: string): number {
+    const pref = ring.preferenceList(position, this.opts.props.get(bucket).n);
+    if (!pref.includes(this.opts.self)) return 0;
+    const peers = pref.filter((p) => p !== this.opts.self);
+    if (peers.length === 0) return 0;
+    const name = peers.join('\n');
+    let id = this.groupIds.get(name);
+    if (id === undefined) {
+      id = this.groupPeers.length;
+      this.groupPeers.push(peers);
+      this.groupIds.set(name, id);
+    }
+    return id;
+  }
+
+  /** XORs pair into leaf of the tree of every peer in group. */
+  private xor(group: number, leaf: number, pair: Buffer): void {
+    for (const peer of this.groupPeers[group] ?? []) {
+      let tree = this.trees.get(peer);
+      if (!tree) {
+        tree = new MerkleTree(WHOLE_RING, this.opts.depth);
+        this.trees.set(peer, tree);
+      }
+      tree.updateLeaf(leaf, pair, undefined);
+    }
+  }
+
+  /** Whether entry id's pair is in the trees now (a regroup has not reached it yet otherwise). */
+  private inTrees(id: number): boolean {
+    return this.state.kind !== 'regrouping' || id < this.state.cursor;
   }
 
   private onWrite(bucket: string, key: string, after: Clock | undefined): void {
-    if (this.pendingWrites) this.pendingWrites.push([bucket, key, after]);
-    else if (this.ring) this.add(this.trees, this.ring, bucket, key, after);
+    const state = this.state;
+    // Before the scan starts every write is in what it will read.
+    if (state.kind === 'empty') return;
+    const okey = objectKey(bucket, key);
+    const position = hashKey(bucket, key);
+    const kb = Buffer.from(okey, 'utf8');
+    const h = hash32Of(position);
+    const id = this.index.find(kb, h);
+    if (after === undefined) {
+      if (state.kind === 'scanning') state.deleted.add(okey);
+      if (id < 0) return;
+      if (this.inTrees(id)) this.xor(this.index.groupOf(id), this.index.leafOf(id), this.index.pairView(id));
+      this.index.remove(id);
+      return;
+    }
+    const pair = pairHash(okey, versionDigest(after));
+    if (id < 0) {
+      const leaf = this.emptyTree.leafIndexOf(position, okey);
+      const added = this.index.add(kb, h, leaf, pair, 0);
+      if (!this.inTrees(added)) return;
+      const group = this.groupFor(state.ring, bucket, position);
+      this.index.setGroup(added, group);
+      this.xor(group, leaf, pair);
+      return;
+    }
+    if (!this.inTrees(id)) {
+      this.index.setPair(id, pair);
+      return;
+    }
+    const group = this.groupFor(state.ring, bucket, position);
+    const old = this.index.groupOf(id);
+    if (old === group && this.index.pairEquals(id, pair)) return;
+    const leaf = this.index.leafOf(id);
+    this.xor(old, leaf, this.index.pairView(id));
+    this.index.setPair(id, pair);
+    this.index.setGroup(id, group);
+    this.xor(group, leaf, pair);
   }
 
-  /** Answers a peer's anti-entropy request about its tree here. */
-  handle(req: AntiEntropyRequest): unknown {
-    const t = this.trees.get(req.from) ?? new PeerTree(this.opts.depth);
-    if (req.op === 'ae.root')
-      return { root: t.tree.rootHash(), ring: this.ring && ringFingerprint(this.ring) };
-    if (req.op === 'ae.children') return { children: req.indices.map((i) => t.tree.childrenOf(req.d, i)) };
+  /** The keys of leaf that peer's tree holds, with their pair hashes (copies), in key order. */
+  private keysInLeaf(leaf: number, peer: string): Array<[string, Buffer]> {
     const keys: Array<[string, Buffer]> = [];
-    for (const leaf of req.leaves) for (const entry of t.leaves.get(leaf) ?? []) keys.push(entry);
+    for (const id of this.index.idsInLeaf(leaf)) {
+      if (!(this.groupPeers[this.index.groupOf(id)] ?? []).includes(peer)) continue;
+      keys.push([this.index.keyOf(id), Buffer.from(this.index.pairView(id))]);
+    }
+    return keys.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  }
+
+  /** Answers a peer's anti-entropy request about its tree here; not_ready while the trees are built. */
+  handle(req: AntiEntropyRequest): unknown {
+    const ring = this.current();
+    if (!ring) throw new NotReadyError('anti-entropy trees are being built');
+    const tree = this.trees.get(req.from) ?? this.emptyTree;
+    if (req.op === 'ae.root') return { root: tree.rootHash(), ring: ringFingerprint(ring) };
+    if (req.op === 'ae.children') return { children: req.indices.map((i) => tree.childrenOf(req.d, i)) };
+    return this.listKeys(req.from, req.leaves, req.after);
+  }
+
+  /** One page of the keys of leaves that peer's tree holds, from after (in leaves[0]) when given. */
+  private listKeys(peer: string, leaves: number[], after: string | undefined): AeKeysReply {
+    const keys: Array<[string, Buffer]> = [];
+    let bytes = 0;
+    for (const [i, leaf] of leaves.entries()) {
+      const inLeaf = this.keysInLeaf(leaf, peer);
+      let j = 0;
+      if (i === 0 && after !== undefined)
+        while (j < inLeaf.length && (inLeaf[j] as [string, Buffer])[0] <= after) j++;
+      for (; j < inLeaf.length; j++) {
+        const entry = inLeaf[j] as [string, Buffer];
+        // The key's UTF-8 bytes, its hash and msgpack's framing of both.
+        const size = Buffer.byteLength(entry[0]) + entry[1].length + 8;
+        if (keys.length > 0 && bytes + size > this.keysReplyBytes) {
+          const last = keys[keys.length - 1] as [string, Buffer];
+          return { keys, next: j === 0 ? { leaf } : { leaf, after: last[0] } };
+        }
+        keys.push(entry);
+        bytes += size;
+      }
+    }
     return { keys };
   }
 
@@ -189,8 +385,11 @@ export class AntiEntropy {
     this.timer.unref();
   }
 
-  stop(): void {
+  /** Stops the exchanges and any build of the trees; resolves once a build running has given up. */
+  async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
+    await this.building?.catch(() => undefined);
   }
 
   /** Exchanges with the next up peer, round robin. */
@@ -214,43 +413,47 @@ export class AntiEntropy {
 
   /** One exchange with a peer; resolves with the number of keys repaired. */
   async exchange(peer: string): Promise<number> {
-    if (this.opts.membership.ring() !== this.ring) await this.rebuild();
+    if (this.stale || this.opts.membership.ring() !== this.current()) await this.rebuild();
+    const cpu0 = process.cpuUsage();
     const { self, timeoutMs } = this.opts;
     const ask = (req: AntiEntropyRequest) => this.opts.request(peer, req, timeoutMs);
-    const local = this.trees.get(peer) ?? new PeerTree(this.opts.depth);
-    const mine = ringFingerprint(this.ring!);
-    const { root, ring } = (await ask({ op: 'ae.root', from: self, ring: mine })) as {
+    const ring = this.current();
+    if (!ring) throw new Error('anti-entropy: the ring changed while the trees were built');
+    const local = this.trees.get(peer) ?? this.emptyTree;
+    const mine = ringFingerprint(ring);
+    const { root, ring: theirRing } = (await ask({ op: 'ae.root', from: self, ring: mine })) as {
       root: Buffer;
       ring?: string;
     };
     // Trees built on different rings disagree about who replicates what: repairing across them would
     // push copies to a node that no longer replicates a key (after its cleanup) and bring back keys
     // deleted meanwhile. Wait until both sides see the same ring.
-    if (ring !== undefined && ring !== mine) {
+    if (theirRing !== undefined && theirRing !== mine) {
       this.opts.log.debug({ peer }, 'anti-entropy skipped: the peer sees another ring');
       return 0;
     }
     const leaves = await compareLevelByLevelAsync(
-      local.tree,
+      local,
       async (d, indices) =>
         ((await ask({ op: 'ae.children', from: self, d, indices })) as { children: Buffer[][] }).children,
       root,
     );
     let repaired = 0;
     let bytes = 0;
-    if (leaves.length > 0) {
-      const { keys } = (await ask({ op: 'ae.keys', from: self, leaves })) as {
-        keys: Array<[string, Buffer]>;
-      };
-      const theirs = new Map(keys);
-      const ours = new Map<string, Buffer>();
-      for (const leaf of leaves) for (const [k, d] of local.leaves.get(leaf) ?? []) ours.set(k, d);
+    // A ring change mid-exchange ends it: the repairs were decided on the old ring.
+    const sameRing = () => {
+      if (this.opts.membership.ring() !== ring || this.current() !== ring)
+        throw new Error('anti-entropy exchange stopped: the ring changed');
+    };
+    const repairLeaf = async (leaf: number, theirs: Map<string, Buffer>) => {
+      sameRing();
+      const ours = new Map(this.keysInLeaf(leaf, peer));
       const differing = new Set<string>();
       for (const [k, d] of ours) if (!theirs.get(k)?.equals(d)) differing.add(k);
       for (const [k, d] of theirs) if (!ours.get(k)?.equals(d)) differing.add(k);
       for (const okey of differing) {
-        const nul = okey.indexOf('\u0000');
-        const [b, k] = [okey.slice(0, nul), okey.slice(nul + 1)];
+        sameRing();
+        const [b, k] = splitKey(okey);
         const lww = this.opts.props.get(b).conflict === 'lww';
         const mine = this.opts.store.getRaw(b, k);
         if (mine && ours.has(okey)) {
@@ -266,8 +469,48 @@ export class AntiEntropy {
         }
         repaired++;
       }
+    };
+    // The peer's keys of the differing leaves, page by page; each leaf is repaired once complete.
+    const wanted = new Set(leaves);
+    const pending = new Map<number, Map<string, Buffer>>();
+    let from = 0;
+    let after: string | undefined;
+    while (from < leaves.length) {
+      const reply = (await ask({
+        op: 'ae.keys',
+        from: self,
+        leaves: leaves.slice(from),
+        ...(after === undefined ? {} : { after }),
+      })) as AeKeysReply;
+      for (const [okey, pair] of reply.keys) {
+        const [b, k] = splitKey(okey);
+        const leaf = this.emptyTree.leafIndexOf(hashKey(b, k), okey);
+        if (!wanted.has(leaf))
+          throw new Error(`anti-entropy: ${peer} listed a key of leaf ${leaf}, not asked for`);
+        let m = pending.get(leaf);
+        if (!m) {
+          m = new Map();
+          pending.set(leaf, m);
+        }
+        m.set(okey, pair);
+      }
+      let until = leaves.length;
+      if (reply.next) {
+        until = leaves.indexOf(reply.next.leaf, from);
+        const progressed = until > from || (reply.next.after !== undefined && reply.next.after !== after);
+        if (until < 0 || !progressed)
+          throw new Error(`anti-entropy: ${peer} paged its keys without progress (leaf ${reply.next.leaf})`);
+      }
+      for (let i = from; i < until; i++) {
+        const leaf = leaves[i] as number;
+        await repairLeaf(leaf, pending.get(leaf) ?? new Map());
+        pending.delete(leaf);
+      }
+      from = until;
+      after = reply.next?.after;
     }
-    this.opts.onExchange?.(peer, leaves.length, repaired, bytes);
+    const cpu = process.cpuUsage(cpu0);
+    this.opts.onExchange?.(peer, leaves.length, repaired, bytes, cpu.user + cpu.system);
     return repaired;
   }
 }

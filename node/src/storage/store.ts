@@ -46,7 +46,18 @@ export class ObjectStore {
   private readonly locks = new KeyedMutex();
   private readonly writeListeners: WriteListener[] = [];
   private readonly writes: WriteBatcher;
+  /** Objects created minus objects deleted since open (plus the count, once countKeys has finished). */
   private keys = 0;
+  /** Objects the count has seen so far; undefined once it finished (keys is then exact). */
+  private counting: number | undefined = 0;
+  /** Whether the database held any object when it was opened. */
+  private heldObjects = false;
+  private counted: Promise<void> | undefined;
+  /** Writes issued to LevelDB whose effect on keys is not applied yet. */
+  private inFlight = 0;
+  private idle: (() => void) | undefined;
+  /** Set while the count takes its snapshot: new writes wait for it. */
+  private gate: Promise<void> | undefined;
 
   private constructor(
     private readonly db: ClassicLevel<string, Buffer>,
@@ -55,14 +66,72 @@ export class ObjectStore {
     this.writes = new WriteBatcher(db, options.syncWrites);
   }
 
-  /** Opens (creating if needed) the database in dir and counts its objects. */
+  /**
+   * Opens (creating if needed) the database in dir. Its objects are counted in the background
+   * (countKeys), so opening takes the same time whatever the data size.
+   */
   static async open(dir: string, options: StoreOptions): Promise<ObjectStore> {
     await mkdir(dir, { recursive: true });
     const db = new ClassicLevel<string, Buffer>(dir, { valueEncoding: 'buffer' });
     await db.open();
     const store = new ObjectStore(db, options);
-    for await (const _ of db.keys({ gte: OBJECTS, lt: `${OBJECTS}\uffff` })) store.keys++;
+    for await (const _ of db.keys({ gte: OBJECTS, lt: `${OBJECTS}\uffff`, limit: 1 }))
+      store.heldObjects = true;
     return store;
+  }
+
+  /**
+   * Counts the objects (once; later calls return the same promise): keyCount is exact when it resolves.
+   * The count reads a snapshot taken while no write is in flight (new writes wait the moment it takes),
+   * and every write after it adjusts the count, so none is counted twice or missed.
+   */
+  countKeys(): Promise<void> {
+    this.counted ??= (async () => {
+      let release!: () => void;
+      this.gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let iterator: ReturnType<typeof this.db.keys>;
+      try {
+        if (this.inFlight > 0)
+          await new Promise<void>((resolve) => {
+            this.idle = resolve;
+          });
+        // The iterator's snapshot is taken here, synchronously; from now on writes count on top of it.
+        iterator = this.db.keys({ gte: OBJECTS, lt: `${OBJECTS}\uffff` });
+        this.keys = 0;
+      } finally {
+        this.gate = undefined;
+        release();
+      }
+      let seen = 0;
+      try {
+        for await (const _ of iterator) this.counting = ++seen;
+      } finally {
+        await iterator.close();
+      }
+      this.keys += seen;
+      this.counting = undefined;
+    })();
+    return this.counted;
+  }
+
+  /** True once countKeys has finished: keyCount is then exact. */
+  get keyCountExact(): boolean {
+    return this.counting === undefined;
+  }
+
+  /** Waits while countKeys takes its snapshot (a write then brackets itself with inFlight/endWrite). */
+  private async passGate(): Promise<void> {
+    while (this.gate) await this.gate;
+  }
+
+  private endWrite(): void {
+    if (--this.inFlight === 0 && this.idle) {
+      const idle = this.idle;
+      this.idle = undefined;
+      idle();
+    }
   }
 
   /** The stored object, or undefined when the key was never written here. */
@@ -104,8 +173,14 @@ export class ObjectStore {
       if (bytes === undefined) return 'absent';
       const current = decodeObject(bytes);
       if (keep(current)) return 'kept';
-      await this.db.del(k, { sync: this.options.syncWrites });
-      this.keys--;
+      if (this.gate) await this.passGate();
+      this.inFlight++;
+      try {
+        await this.db.del(k, { sync: this.options.syncWrites });
+        this.keys--;
+      } finally {
+        this.endWrite();
+      }
       for (const listener of this.writeListeners) listener(bucket, key, current, undefined);
       return 'deleted';
     });
@@ -133,8 +208,15 @@ export class ObjectStore {
       const current = bytes === undefined ? undefined : decodeObject(bytes);
       const next = fn(current);
       if (next === current || next === undefined) return current;
-      await this.writes.put(k, encodeObject(next));
-      if (bytes === undefined) this.keys++;
+      const encoded = encodeObject(next);
+      if (this.gate) await this.passGate();
+      this.inFlight++;
+      try {
+        await this.writes.put(k, encoded);
+        if (bytes === undefined) this.keys++;
+      } finally {
+        this.endWrite();
+      }
       for (const listener of this.writeListeners) listener(bucket, key, current, next);
       return next;
     });
@@ -207,9 +289,13 @@ export class ObjectStore {
     };
   }
 
-  /** Number of objects stored (tombstones included). */
+  /**
+   * Number of objects stored (tombstones included). Until countKeys has finished, the objects counted
+   * so far with the writes since, and at least 1 when the database held any object at open.
+   */
   get keyCount(): number {
-    return this.keys;
+    if (this.counting === undefined) return this.keys;
+    return Math.max(this.counting + this.keys, this.heldObjects ? 1 : 0);
   }
 
   /** LevelDB's estimate of the bytes the objects take on disk. */
