@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
+import { childPids, commandLineFlag, processAgeSeconds } from './proc.js';
 
 /** The server CLI as built by `npm run build` (dist/bench/ → dist/node/src/cli/main.js). */
 export const SERVER_CLI = fileURLToPath(new URL('../node/src/cli/main.js', import.meta.url));
@@ -26,6 +27,20 @@ export interface LocalClusterOptions {
   cli?: string;
 }
 
+/** One node process of a local cluster. */
+export interface NodeProcess {
+  id: string;
+  pid: number;
+  endpoint: string;
+}
+
+/** How long a node process took, from its start, to answer GET /health and GET /ready with 200. */
+export interface NodeStartTimes {
+  id: string;
+  healthMs: number | null;
+  readyMs: number | null;
+}
+
 export interface LocalCluster {
   readonly nodes: number;
   readonly endpoints: string[];
@@ -36,6 +51,12 @@ export interface LocalCluster {
   readonly token: string | undefined;
   /** The local CA clients trust (PEM), unless insecure. */
   readonly ca: Buffer | undefined;
+  /** Start times of every node at the last (re)start (null off Linux, where /proc is missing). */
+  readonly startTimes: NodeStartTimes[];
+  /** The node processes `dynamo local` runs (its children), by node id; empty off Linux. */
+  nodeProcesses(): NodeProcess[];
+  /** Stops every node (as Ctrl-C does) and starts them again on the same data; resolves once all are ready. */
+  restart(): Promise<void>;
   /** Stops every node (SIGTERM, then SIGKILL to the group) and removes the temp directory. */
   stop(): Promise<void>;
 }
@@ -89,11 +110,22 @@ export async function findFreePortRange(count: number, attempts = 50): Promise<n
   throw new Error(`no ${count} consecutive free ports found after ${attempts} attempts`);
 }
 
+/** Spawns `dynamo local` with args in its own process group, its output appended to logFile. */
+function spawnLocal(args: string[], logFile: string): ChildProcess {
+  const log = openSync(logFile, 'a');
+  try {
+    return spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
+  } finally {
+    closeSync(log);
+  }
+}
+
 class LocalClusterProcess implements LocalCluster {
   private stopping: Promise<void> | undefined;
-  readonly exited: Promise<string>;
+  exited!: Promise<string>;
   token: string | undefined;
   ca: Buffer | undefined;
+  startTimes: NodeStartTimes[] = [];
 
   constructor(
     readonly nodes: number,
@@ -102,12 +134,40 @@ class LocalClusterProcess implements LocalCluster {
     readonly peerPort: number,
     readonly root: string,
     readonly logFile: string,
-    private readonly child: ChildProcess,
+    private child: ChildProcess,
+    private readonly args: string[],
+    private readonly readyTimeoutMs: number,
   ) {
+    this.watch(child);
+  }
+
+  private watch(child: ChildProcess): void {
+    this.child = child;
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => resolve(signal ? `signal ${signal}` : `exit code ${code}`));
       child.once('error', (err) => resolve(`spawn failed: ${err.message}`));
     });
+  }
+
+  nodeProcesses(): NodeProcess[] {
+    if (this.child.pid === undefined) return [];
+    const found: NodeProcess[] = [];
+    for (const pid of childPids(this.child.pid)) {
+      const id = commandLineFlag(pid, '--node-id');
+      const i = id === undefined ? -1 : Number(id.slice(1)) - 1;
+      const endpoint = this.endpoints[i];
+      if (id && endpoint) found.push({ id, pid, endpoint });
+    }
+    return found.sort((a, b) => a.endpoint.localeCompare(b.endpoint, 'en', { numeric: true }));
+  }
+
+  async restart(): Promise<void> {
+    if (this.alive) {
+      this.child.kill('SIGTERM');
+      if (!(await settlesWithin(this.exited, 60_000))) throw new Error('the local cluster did not stop');
+    }
+    this.watch(spawnLocal(this.args, this.logFile));
+    await waitForReady(this, this.readyTimeoutMs, undefined);
   }
 
   get alive(): boolean {
@@ -174,6 +234,16 @@ async function waitForReady(
     exitReason = reason;
   });
   const pending = new Set(cluster.endpoints);
+  // Per endpoint: the node's age when it first answered /health and /ready (its own start, not ours).
+  const times = new Map<string, NodeStartTimes>(
+    cluster.endpoints.map((e, i) => [e, { id: `n${i + 1}`, healthMs: null, readyMs: null }]),
+  );
+  cluster.startTimes = [...times.values()];
+  const age = (endpoint: string) => {
+    const pid = cluster.nodeProcesses().find((p) => p.endpoint === endpoint)?.pid;
+    const seconds = pid === undefined ? undefined : processAgeSeconds(pid);
+    return seconds === undefined ? null : Math.round(seconds * 1000);
+  };
   const deadline = Date.now() + timeoutMs;
   try {
     while (pending.size > 0) {
@@ -188,19 +258,26 @@ async function waitForReady(
         agent = new Agent({ connect: { timeout: 1_000, ca: cluster.ca } });
       }
       for (const endpoint of agent ? [...pending] : []) {
+        const t = times.get(endpoint)!;
         try {
-          const { statusCode, body } = await request(`${endpoint}/ready`, {
+          const path = t.healthMs === null ? '/health' : '/ready';
+          const { statusCode, body } = await request(`${endpoint}${path}`, {
             dispatcher: agent,
             headersTimeout: 2_000,
             bodyTimeout: 2_000,
           });
           await body.dump();
-          if (statusCode === 200) pending.delete(endpoint);
+          if (statusCode !== 200) continue;
+          if (path === '/health') t.healthMs = age(endpoint);
+          else {
+            t.readyMs = age(endpoint);
+            pending.delete(endpoint);
+          }
         } catch {
           // not listening yet
         }
       }
-      if (pending.size > 0) await delay(200);
+      if (pending.size > 0) await delay(50);
     }
   } finally {
     await agent?.destroy();
@@ -238,20 +315,25 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     dataDir,
     ...(options.insecure ? ['--insecure'] : []),
   ];
-  const log = openSync(logFile, 'a');
-  let child: ChildProcess;
-  try {
-    child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log] });
-  } finally {
-    closeSync(log);
-  }
+  const child = spawnLocal(args, logFile);
   const scheme = options.insecure ? 'http' : 'https';
   const endpoints = Array.from({ length: options.nodes }, (_, i) => `${scheme}://127.0.0.1:${httpPort + i}`);
-  const cluster = new LocalClusterProcess(options.nodes, endpoints, httpPort, peerPort, root, logFile, child);
+  const readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
+  const cluster = new LocalClusterProcess(
+    options.nodes,
+    endpoints,
+    httpPort,
+    peerPort,
+    root,
+    logFile,
+    child,
+    args,
+    readyTimeoutMs,
+  );
   running.add(cluster);
 
   try {
-    await waitForReady(cluster, options.readyTimeoutMs ?? 30_000, options.signal);
+    await waitForReady(cluster, readyTimeoutMs, options.signal);
     if (!options.insecure)
       cluster.token = readFileSync(path.join(dataDir, 'tokens'), 'utf8').match(/^admin (\S+)$/m)?.[1];
   } catch (err) {

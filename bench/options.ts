@@ -32,6 +32,8 @@ export interface BenchOptions {
   routing: boolean;
   /** Also run the local cluster with `dynamo local --insecure` (no TLS, no tokens): what security costs. */
   compareInsecure: boolean;
+  /** Restart the local cluster after the load and measure its start on the loaded data. */
+  restart: boolean;
   bucket: string;
   out: string;
   seed: number;
@@ -93,6 +95,10 @@ const FLAGS = {
   'compare-insecure': {
     type: 'boolean',
     help: 'also run the local cluster without TLS and client tokens (dynamo local --insecure) and compare: the cost of TLS and auth',
+  },
+  'no-restart': {
+    type: 'boolean',
+    help: 'skip the restart of the local cluster after the load (which measures, per node, the time to /health and /ready, memory and one anti-entropy exchange on the loaded data)',
   },
   bucket: { type: 'string', arg: 'NAME', default: 'ycsb', help: 'bucket the records live in' },
   out: {
@@ -264,6 +270,7 @@ export function parseBenchArgs(
       baseline: !noBaseline && (endpoints === undefined || baselineEndpoint !== undefined),
       routing: values['no-routing'] !== true,
       compareInsecure,
+      restart: values['no-restart'] !== true,
       bucket,
       out,
       seed: seedRaw === undefined ? randomSeed() : integer('seed', seedRaw, 0),

@@ -4,6 +4,7 @@
  */
 import { type HistogramSummary, LatencyHistogram } from './histogram.js';
 import type { OperationStats, PhaseResult } from './runner.js';
+import type { ServerCpu } from './server-stats.js';
 import type { OperationType } from './workload.js';
 
 /** Latency percentiles in milliseconds. */
@@ -25,6 +26,8 @@ export interface PhaseSummary {
   elapsedSec: number;
   operations: Partial<Record<OperationType, OperationSummary>>;
   overall: OperationSummary;
+  /** CPU of the server's node processes over the phase (local clusters on Linux only). */
+  serverCpu?: ServerCpu;
 }
 
 export interface Comparison {
@@ -160,13 +163,18 @@ export function formatPhaseTable(phases: PhaseSummary[]): string {
     'p99.9 ms',
     'max ms',
   ];
+  // Server CPU is per phase: shown on its last line (all operations).
+  const cpu = phases.some((phase) => phase.serverCpu);
+  if (cpu) header.push('server CPU µs/op');
   const rows: string[][] = [];
   for (const phase of phases) {
     const entries = Object.entries(phase.operations) as [OperationType, OperationSummary][];
     const lines: [string, OperationSummary][] =
       entries.length > 1 ? [...entries, ['all', phase.overall]] : entries;
-    for (const [op, s] of lines) {
+    for (const [i, [op, s]] of lines.entries()) {
       const l = s.latencyMs;
+      const last = i === lines.length - 1;
+      const server = cpu ? [last && phase.serverCpu ? fixed(phase.serverCpu.usPerOp, 0) : ''] : [];
       rows.push([
         phase.name,
         op,
@@ -179,6 +187,7 @@ export function formatPhaseTable(phases: PhaseSummary[]): string {
         fixed(l.p99, 2),
         fixed(l.p999, 2),
         fixed(l.max, 2),
+        ...server,
       ]);
     }
   }

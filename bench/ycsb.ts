@@ -10,7 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { BenchClient, type BucketProps, type KvClient } from './client.js';
-import { type LocalCluster, startLocalCluster } from './cluster.js';
+import { type LocalCluster, type NodeProcess, type NodeStartTimes, startLocalCluster } from './cluster.js';
 import { type BenchOptions, helpText, parseBenchArgs, UsageError } from './options.js';
 import { SeededRandom } from './random.js';
 import {
@@ -23,6 +23,15 @@ import {
   summarizePhase,
 } from './report.js';
 import { type PhasePlan, runPhase } from './runner.js';
+import {
+  cpuSnapshot,
+  type ExchangeCpu,
+  type MemorySample,
+  memorySample,
+  nextExchangeCpu,
+  serverCpu,
+  treesBuilt,
+} from './server-stats.js';
 import { loadOperations, ValueSource, WORKLOAD_NAMES, WORKLOADS, workloadOperations } from './workload.js';
 import { ZIPFIAN_CONSTANT } from './zipfian.js';
 
@@ -49,7 +58,28 @@ interface TargetResult {
   phases: PhaseSummary[];
   /** The same workloads through DynamoClient, which sends each request to a replica of its key. */
   routedPhases: PhaseSummary[] | null;
+  /** What was measured of the node processes (local clusters on Linux). */
+  server: ServerReport | null;
 }
+
+/** Per node process of a local cluster: start times, memory through the run, a restart on the loaded data. */
+interface ServerReport {
+  /** From each node process's start to its first 200 on /health and on /ready (ms). */
+  start: NodeStartTimes[];
+  memory: MemorySample[];
+  /** The cluster stopped after the load and started again on its data (null with --no-restart). */
+  restart: {
+    records: number;
+    start: NodeStartTimes[];
+    /** Node age (ms) when its anti-entropy trees were built from the store; null if not in time. */
+    treesBuiltMs: Array<{ id: string; ms: number | null }>;
+    /** CPU of one anti-entropy exchange on the loaded data, as each node accounts for it. */
+    exchangeCpu: ExchangeCpu[];
+  } | null;
+}
+
+/** How long the restarted nodes get to build their trees and run one more exchange (30 s interval). */
+const RESTART_SETTLE_MS = 10 * 60_000;
 
 class Interrupted extends Error {}
 
@@ -70,6 +100,15 @@ function clearProgress(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
 }
 
+function formatStart(times: NodeStartTimes[]): string {
+  const s = (ms: number | null) => (ms === null ? '?' : (ms / 1000).toFixed(2));
+  return times.map((t) => `${t.id} ${s(t.healthMs)}/${s(t.readyMs)} s`).join(', ');
+}
+
+function formatMemory(sample: MemorySample | undefined): string {
+  return sample ? sample.nodes.map((n) => `${n.id} ${n.anonMiB}/${n.rssMiB}`).join(', ') : '-';
+}
+
 async function runTarget(target: Target, options: BenchOptions, signal: AbortSignal): Promise<TargetResult> {
   let local: LocalCluster | undefined;
   try {
@@ -79,6 +118,16 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       local = await startLocalCluster({ nodes: target.local.nodes, insecure: target.local.insecure, signal });
       endpoints = local.endpoints;
     }
+    const procs = (): NodeProcess[] => local?.nodeProcesses() ?? [];
+    const server: ServerReport | null =
+      local && procs().length > 0 ? { start: local.startTimes, memory: [], restart: null } : null;
+    const remember = (at: string) => {
+      const sample = memorySample(at, procs());
+      if (sample && server) server.memory.push(sample);
+      return sample;
+    };
+    if (server) out(`${target.label}: nodes to /health / /ready: ${formatStart(server.start)}`);
+    remember('started');
     out(`${target.label}: ${endpoints.join(', ')}`);
     // A local cluster's own admin token; for an existing cluster, DYNAMO_TOKEN if it requires one.
     const token = local ? local.token : process.env.DYNAMO_TOKEN;
@@ -101,6 +150,8 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         label: string = target.label,
       ) => {
         const total = plan.operations;
+        const nodes = procs();
+        const cpu0 = cpuSnapshot(nodes);
         const result = await runPhase(via, {
           ...plan,
           bucket: options.bucket,
@@ -112,13 +163,33 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         if (signal.aborted) throw new Interrupted();
         const summary = summarizePhase(result);
         const o = summary.overall;
+        const cpu = serverCpu(nodes, cpu0, cpuSnapshot(nodes), o.count + o.errors);
+        if (cpu) summary.serverCpu = cpu;
         out(
           `${label}: ${summary.name} done: ${o.count} ok, ${o.errors} errors, ` +
-            `${o.opsPerSec.toFixed(0)} ops/s over ${summary.elapsedSec.toFixed(1)} s`,
+            `${o.opsPerSec.toFixed(0)} ops/s over ${summary.elapsedSec.toFixed(1)} s` +
+            (cpu ? `, server CPU ${cpu.usPerOp.toFixed(0)} µs/op` : ''),
         );
         into.push(summary);
       };
       await run({ name: 'load', operations: options.records, nextOperation: loadOperations(values) });
+      remember('after load');
+      if (local && server && options.restart && target.label === 'cluster') {
+        // The loaded cluster stopped and started again: what a node costs to start on this much data.
+        out(`${target.label}: restarting the cluster on its ${options.records} records...`);
+        await local.restart();
+        out(`${target.label}: restarted; nodes to /health / /ready: ${formatStart(local.startTimes)}`);
+        remember('after restart');
+        const treesBuiltMs = await treesBuilt(procs(), local.ca, RESTART_SETTLE_MS);
+        remember('trees built');
+        const exchangeCpu = await nextExchangeCpu(procs(), local.ca, RESTART_SETTLE_MS);
+        remember('after an anti-entropy exchange');
+        server.restart = { records: options.records, start: local.startTimes, treesBuiltMs, exchangeCpu };
+        out(
+          `${target.label}: trees built at ${treesBuiltMs.map((t) => `${t.id} ${t.ms === null ? '?' : (t.ms / 1000).toFixed(1)} s`).join(', ')}; ` +
+            `one exchange: ${exchangeCpu.map((e) => `${e.id} ${e.cpuMs ?? '?'} ms CPU`).join(', ')}`,
+        );
+      }
       // With routing, each workload runs through any node and then, with the same seed, through
       // DynamoClient, back to back, so both modes meet the same store state (compaction debt included).
       const routed =
@@ -142,6 +213,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       } finally {
         await routed?.close();
       }
+      remember('end');
       return {
         label: target.label,
         kind: target.local ? 'local' : 'external',
@@ -150,6 +222,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         bucketProps,
         phases,
         routedPhases,
+        server,
       };
     } finally {
       await client.close();
@@ -189,6 +262,27 @@ function printTarget(result: TargetResult, description: string): void {
     .map((phase) => `${phase.name} ${phase.overall.siblingReads}/${phase.operations.read?.count}`);
   if (result.phases.some((phase) => phase.overall.siblingReads > 0))
     out(`reads answered 300 with siblings (concurrent updates of hot keys): ${siblings.join(', ')}`);
+  const server = result.server;
+  if (!server) return;
+  out('node processes:');
+  out(`  start to /health / /ready: ${formatStart(server.start)}`);
+  if (server.restart) {
+    const r = server.restart;
+    out(`  restart on ${r.records} records, start to /health / /ready: ${formatStart(r.start)}`);
+    out(
+      `  anti-entropy trees built at: ${r.treesBuiltMs.map((t) => `${t.id} ${t.ms === null ? '?' : (t.ms / 1000).toFixed(1)} s`).join(', ')}; ` +
+        `one exchange: ${r.exchangeCpu.map((e) => `${e.id} ${e.cpuMs ?? '?'} ms CPU`).join(', ')}`,
+    );
+  }
+  out('  memory, RssAnon/VmRSS MiB:');
+  for (const sample of server.memory) out(`    ${sample.at.padEnd(32)} ${formatMemory(sample)}`);
+  const cpu = result.phases.filter((p) => p.serverCpu);
+  if (cpu.length > 0)
+    out(
+      `  server CPU per phase (ms, by node): ${cpu
+        .map((p) => `${p.name} ${p.serverCpu!.perNode.map((n) => `${n.id} ${n.cpuMs.toFixed(0)}`).join('/')}`)
+        .join('; ')}`,
+    );
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -1,5 +1,5 @@
 /**
- * npm run chaos -- [--schedules N] [--seed S] [--faults F] [--kinds a,b] [--lww]
+ * npm run chaos -- [--schedules N] [--seed S] [--faults F] [--kinds a,b] [--lww] [--tls]
  * Runs N seeded schedules (seeds S, S+1, ...) in siblings mode, then one in a last-writer-wins bucket
  * that must show lost adds and resurrected deletes (the checker proving it can see both), and prints a
  * table, and per fault kind the time the cluster took to converge after it. Exits 1 when any schedule
@@ -18,6 +18,7 @@ const { values } = parseArgs({
     faults: { type: 'string', default: '4' },
     kinds: { type: 'string' },
     lww: { type: 'boolean', default: false },
+    tls: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
@@ -27,7 +28,8 @@ if (values.help) {
   --seed S       first seed (default: from the clock); a failing schedule prints its replay command
   --faults F     faults per schedule (default 4)
   --kinds a,b    only these fault kinds: ${FAULT_KINDS.join(', ')}
-  --lww          every schedule on a last-writer-wins bucket (which must lose adds)`);
+  --lww          every schedule on a last-writer-wins bucket (which must lose adds)
+  --tls          mutual TLS between the nodes (certificates of a CA made for the run; signed gossip)`);
   process.exit(0);
 }
 const count = Number(values.schedules);
@@ -55,6 +57,7 @@ for (const { seed, mode } of plan) {
     mode,
     faults,
     ...(kinds ? { kinds } : {}),
+    ...(values.tls ? { tls: true } : {}),
     log: (l) => console.log(l),
   });
   results.push(r);

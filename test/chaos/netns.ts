@@ -7,10 +7,11 @@
  * Needs root and iproute2.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createCa, issueCertificate } from '../../node/src/pki/certificates.js';
 import { CLI } from '../integration/harness.js';
 import { clockSetBack } from '../support/system-tools.js';
 
@@ -54,6 +55,11 @@ export interface NsNode {
 export interface ClusterOptions {
   /** Namespaces for nodes that are not started with the cluster (n<count+1>, ...): they join later. */
   spares?: number;
+  /**
+   * Mutual TLS on the peer port: a CA of this run and a certificate per node (the project's own pki),
+   * so peers are their certificates and gossip entries are signed (the HTTP port stays plain).
+   */
+  tls?: boolean;
 }
 
 /** What a node that was expected to refuse to start printed, and how it exited. */
@@ -70,6 +76,24 @@ export interface StartOptions {
   bootstrap?: boolean;
 }
 
+/** A CA under root and a certificate per node (CN its id); the flags that give node i its files. */
+function nodeCertificates(root: string, nodes: NsNode[]): (i: number) => string[] {
+  const dir = join(root, 'tls');
+  mkdirSync(dir, { recursive: true });
+  const ca = createCa('chaos CA', 2);
+  const caFile = join(dir, 'ca.crt');
+  writeFileSync(caFile, ca.cert);
+  for (const node of nodes) {
+    const own = issueCertificate(ca, { commonName: node.id, days: 2 });
+    writeFileSync(join(dir, `${node.id}.crt`), own.cert);
+    writeFileSync(join(dir, `${node.id}.key`), own.key);
+  }
+  return (i) => {
+    const id = nodes[i]!.id;
+    return ['--tls-cert', join(dir, `${id}.crt`), '--tls-key', join(dir, `${id}.key`), '--tls-ca', caFile];
+  };
+}
+
 export class NetnsCluster {
   private readonly blackholes = new Set<string>();
   /** Last byte of the next address a moved node gets (the nodes' own are .2 to .<count+spares+1>). */
@@ -81,6 +105,8 @@ export class NetnsCluster {
     private readonly root: string,
     private readonly args: string[],
     private readonly subnet: string,
+    /** Flags of one node only (its certificate files), by index. */
+    private readonly own: (i: number) => string[] = () => [],
   ) {}
 
   /**
@@ -137,7 +163,8 @@ export class NetnsCluster {
         crashes: [],
       });
     }
-    const cluster = new NetnsCluster(nodes, tag, root, args, subnet);
+    const own = opts.tls ? nodeCertificates(root, nodes) : undefined;
+    const cluster = new NetnsCluster(nodes, tag, root, args, subnet, own);
     try {
       await cluster.startNode(0, { bootstrap: true });
       await Promise.all(nodes.slice(1, count).map((_, i) => cluster.startNode(i + 1)));
@@ -170,7 +197,7 @@ export class NetnsCluster {
       node.url,
     );
     args.push('--data-dir', node.dataDir, '--tokens', '64', '--log-level', 'warn', '--ring-settle-ms', '300');
-    args.push(...this.args, ...(opts.bootstrap ? ['--bootstrap'] : []));
+    args.push(...this.args, ...this.own(i), ...(opts.bootstrap ? ['--bootstrap'] : []));
     return args;
   }
 

@@ -26,6 +26,8 @@ export interface RunOptions {
   convergeTimeoutMs?: number;
   /** Extra flags for every node. */
   args?: string[];
+  /** Mutual TLS between the nodes (signed gossip); see NetnsCluster's tls option. */
+  tls?: boolean;
   log?: (line: string) => void;
 }
 
@@ -365,7 +367,10 @@ export async function runSchedule(opts: RunOptions): Promise<RunResult> {
   log(`seed ${opts.seed} (${opts.mode}): ${schedule}`);
   const errors: string[] = [];
   // One spare namespace, for the node join-decommission adds (n6 of 5).
-  const c = await NetnsCluster.start(nodes, [...NODE_FLAGS, ...(opts.args ?? [])], { spares: 1 });
+  const c = await NetnsCluster.start(nodes, [...NODE_FLAGS, ...(opts.args ?? [])], {
+    spares: 1,
+    ...(opts.tls ? { tls: true } : {}),
+  });
   try {
     if (opts.mode === 'lww') {
       const res = await fetch(`${c.url(0)}/buckets/${HOT_BUCKET}/props`, {

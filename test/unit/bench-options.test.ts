@@ -23,12 +23,14 @@ describe('bench options', () => {
       baseline: true,
       routing: true,
       compareInsecure: false,
+      restart: true,
       bucket: 'ycsb',
       out: 'bench/results/ycsb-2025-01-02T03-04-05-678Z.json',
       seed: 99,
     });
     expect(parse('--no-routing').routing).toBe(false);
     expect(parse('--compare-insecure').compareInsecure).toBe(true);
+    expect(parse('--no-restart').restart).toBe(false);
     expect(defaultOutPath(now)).toBe('bench/results/ycsb-2025-01-02T03-04-05-678Z.json');
   });
 

@@ -22,11 +22,16 @@ export interface IssueOptions {
   dnsNames?: string[];
   ips?: string[];
   days: number;
-  /** Start of validity; now by default (backdated a minute for clock skew). */
+  /** Start of validity; now by default (backdated an hour: a node whose clock is behind still accepts it). */
   now?: Date;
 }
 
 const MINUTE = 60_000;
+/**
+ * How far before its issue a certificate becomes valid: a peer whose clock runs behind (by less than
+ * this) must not see its peers' certificates as not yet valid, which would cut it off the cluster.
+ */
+const SKEW_MARGIN_MS = 60 * MINUTE;
 
 function newKey(): { forgeKey: forge.pki.rsa.PrivateKey; pem: string; publicKey: forge.pki.rsa.PublicKey } {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -40,7 +45,7 @@ function validity(cert: forge.pki.Certificate, now: Date, days: number): void {
   const serial = randomBytes(16);
   serial[0] = serial[0]! & 0x7f;
   cert.serialNumber = serial.toString('hex');
-  cert.validity.notBefore = new Date(now.getTime() - MINUTE);
+  cert.validity.notBefore = new Date(now.getTime() - SKEW_MARGIN_MS);
   cert.validity.notAfter = new Date(now.getTime() + days * 24 * 60 * MINUTE);
 }
 
