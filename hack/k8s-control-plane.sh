@@ -7,6 +7,9 @@
 #   KUBEBUILDER_ASSETS  a directory already holding kube-apiserver and etcd: used as is, nothing built
 #   DYNAMO_K8S_CACHE    where to build (default: ~/.cache/dynamo-kv/k8s-<version>, outside the repo)
 #
+# Arguments name more binaries to build into the same directory, from the same module: kubelet,
+# kube-scheduler and kube-proxy (hack/local-k8s.sh asks for all three).
+#
 # No Docker and no release downloads: etcd is Debian's etcd-server package, and the Kubernetes binaries
 # are built from the k8s.io/kubernetes Go module pinned in hack/k8s/go.mod (bump with hack/k8s/pin.sh).
 set -euo pipefail
@@ -17,7 +20,15 @@ die() {
   exit 1
 }
 
-if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+extra=()
+for b in "$@"; do
+  case $b in
+    kubelet | kube-scheduler | kube-proxy) extra+=("$b") ;;
+    *) die "unknown binary '$b' (kubelet, kube-scheduler or kube-proxy)" ;;
+  esac
+done
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ ${#extra[@]} -eq 0 ]; then
   if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
     echo "$KUBEBUILDER_ASSETS"
     exit 0
@@ -36,7 +47,7 @@ if [ -z "${HOME:-}" ]; then
 fi
 cache=${DYNAMO_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dynamo-kv/k8s-$version}
 bin=$cache/bin
-binaries=(kube-apiserver kube-controller-manager kubectl)
+binaries=(kube-apiserver kube-controller-manager kubectl ${extra[@]+"${extra[@]}"})
 mkdir -p "$bin"
 
 # Test files starting in parallel all call this script: one builds, the others wait for it.

@@ -19,6 +19,8 @@ const SCRIPTS = [
   'hack/install-prometheus.sh',
   'hack/install-test-tools.sh',
   'hack/k8s-control-plane.sh',
+  'hack/k8s/pin.sh',
+  'hack/local-k8s.sh',
 ];
 
 /** Top-level folders `npm run build` compiles (tsconfig.build.json's include). */
