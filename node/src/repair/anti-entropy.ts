@@ -87,8 +87,6 @@ const splitKey = (okey: string): [string, string] => {
   const nul = okey.indexOf('\u0000');
   return [okey.slice(0, nul), okey.slice(nul + 1)];
 };
-/** The index's 32-bit hash of a key: the top of its ring position (an MD5, so well spread). */
-const hash32Of = (position: string) => Number.parseInt(position.slice(0, 8), 16);
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface AntiEntropyOptions {
@@ -221,11 +219,11 @@ export class AntiEntropy {
         if (deleted.has(okey)) continue;
         const position = hashKey(bucket, key);
         const kb = Buffer.from(okey, 'utf8');
-        if (this.index.find(kb, hash32Of(position)) >= 0) continue;
+        if (this.index.find(kb) >= 0) continue;
         const pair = pairHash(okey, versionDigest(decodeObject(bytes)));
         const group = this.groupFor(ring, bucket, position);
         const leaf = this.emptyTree.leafIndexOf(position, okey);
-        this.index.add(kb, hash32Of(position), leaf, pair, group);
+        this.index.add(kb, leaf, pair, group);
         this.xor(group, leaf, pair);
       }
     } catch (err) {
@@ -303,8 +301,7 @@ export class AntiEntropy {
     const okey = objectKey(bucket, key);
     const position = hashKey(bucket, key);
     const kb = Buffer.from(okey, 'utf8');
-    const h = hash32Of(position);
-    const id = this.index.find(kb, h);
+    const id = this.index.find(kb);
     if (after === undefined) {
       if (state.kind === 'scanning') state.deleted.add(okey);
       if (id < 0) return;
@@ -315,7 +312,7 @@ export class AntiEntropy {
     const pair = pairHash(okey, versionDigest(after));
     if (id < 0) {
       const leaf = this.emptyTree.leafIndexOf(position, okey);
-      const added = this.index.add(kb, h, leaf, pair, 0);
+      const added = this.index.add(kb, leaf, pair, 0);
       if (!this.inTrees(added)) return;
       const group = this.groupFor(state.ring, bucket, position);
       this.index.setGroup(added, group);
