@@ -106,9 +106,20 @@ describe('buildStatefulSet', () => {
     expect(plain?.livenessProbe?.httpGet).toEqual({ path: '/health', port: 'http', scheme: 'HTTP' });
   });
 
+  it('gives a starting node ten minutes to answer /health before liveness applies (a large store is scanned first)', () => {
+    const container = sts().spec?.template.spec?.containers[0];
+    expect(container?.startupProbe?.httpGet).toEqual({ path: '/health', port: 'http', scheme: 'HTTPS' });
+    const { periodSeconds = 10, failureThreshold = 3 } = container?.startupProbe ?? {};
+    expect(periodSeconds * failureThreshold).toBeGreaterThanOrEqual(600);
+    // The startup probe replaces the liveness probe's initial delay.
+    expect(container?.livenessProbe?.initialDelaySeconds).toBeUndefined();
+  });
+
   it('runs the node as the image user with a read-only root filesystem, its volume writable through fsGroup', () => {
     const pod = sts().spec?.template.spec;
     expect(pod?.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 65532, fsGroup: 65532 });
+    // The kubelet re-owns the volume only when its root does not match, not every file at every start.
+    expect(pod?.securityContext?.fsGroupChangePolicy).toBe('OnRootMismatch');
     expect(pod?.containers[0]?.securityContext).toMatchObject({
       readOnlyRootFilesystem: true,
       allowPrivilegeEscalation: false,

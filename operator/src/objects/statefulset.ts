@@ -30,6 +30,8 @@ export const TLS_DIR = '/etc/dynamo/tls';
 export const AUTH_DIR = '/etc/dynamo/auth';
 /** How long a pod waits for its tokens file (and its certificate) before failing (and being restarted by the kubelet). */
 export const TOKENS_WAIT_SECONDS = 120;
+/** Startup probe failures allowed (every 5 s): how long a node may take to answer /health the first time. */
+export const STARTUP_PROBE_FAILURES = 120;
 /** Annotation on the StatefulSet: the TLS mode its nodes were created with (see Reconciler.observe). */
 export const TLS_MODE_ANNOTATION = 'dynamokv.io/tls-mode';
 
@@ -159,11 +161,14 @@ export function buildStatefulSet(
           // Nodes never call the Kubernetes API: no token of theirs to steal.
           automountServiceAccountToken: false,
           // The image's non-root user; fsGroup makes the data volume writable by it on any storage.
+          // OnRootMismatch: the kubelet re-owns the volume only when its root is not already the group's,
+          // instead of walking every file of the store on every start.
           securityContext: {
             runAsNonRoot: true,
             runAsUser: 65532,
             runAsGroup: 65532,
             fsGroup: 65532,
+            fsGroupChangePolicy: 'OnRootMismatch',
             seccompProfile: { type: 'RuntimeDefault' },
           },
           affinity: antiAffinity(name, spec.rackTopologyKey),
@@ -193,9 +198,16 @@ export function buildStatefulSet(
                 timeoutSeconds: 3,
                 failureThreshold: 3,
               },
+              // A node with a large store may take minutes to open it before it first answers: until then only
+              // this probe runs (up to 10 minutes), so liveness never kills a node that is starting.
+              startupProbe: {
+                httpGet: { path: '/health', port: 'http', scheme },
+                periodSeconds: 5,
+                timeoutSeconds: 3,
+                failureThreshold: STARTUP_PROBE_FAILURES,
+              },
               livenessProbe: {
                 httpGet: { path: '/health', port: 'http', scheme },
-                initialDelaySeconds: 15,
                 periodSeconds: 10,
                 timeoutSeconds: 5,
                 failureThreshold: 6,
