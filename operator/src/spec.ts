@@ -93,6 +93,15 @@ export function parseQuantity(quantity: string): number | undefined {
   return Number(match[1]) * (FACTORS[match[2] ?? ''] ?? 1);
 }
 
+/** A Kubernetes resource quantity (the API server's own pattern): refused here, not by the StatefulSet apply. */
+const RESOURCE_QUANTITY =
+  /^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$/;
+
+export function isQuantity(value: unknown): boolean {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0;
+  return typeof value === 'string' && RESOURCE_QUANTITY.test(value);
+}
+
 function isInt(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean {
   return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
 }
@@ -120,6 +129,15 @@ export function validateSpec(spec: DynamoClusterSpec): string[] {
   const bytes = parseQuantity(spec.storage.size);
   if (bytes === undefined || bytes <= 0) {
     problems.push(`spec.storage.size must be a positive quantity such as 10Gi, got '${spec.storage.size}'`);
+  }
+  for (const kind of ['requests', 'limits'] as const) {
+    for (const [resource, quantity] of Object.entries(spec.resources?.[kind] ?? {})) {
+      if (!isQuantity(quantity)) {
+        problems.push(
+          `spec.resources.${kind}.${resource} must be a quantity such as 500m or 512Mi, got '${String(quantity)}'`,
+        );
+      }
+    }
   }
   if (spec.image.trim() === '') problems.push('spec.image must not be empty');
   if (!isInt(spec.hintedHandoff.windowSeconds, 1, MAX_HINT_WINDOW_SECONDS)) {

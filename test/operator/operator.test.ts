@@ -159,6 +159,13 @@ describe('DynamoCluster operator against a real API server', () => {
     expect(await rejection({ storage: { size: '-1Gi' } })).toMatch(/spec.storage.size/);
     expect(await rejection({ storage: { size: '0' } })).toMatch(/storage.size must be positive/);
     expect(await rejection({ nodes: -1 })).toMatch(/spec.nodes/);
+    // A malformed quantity is refused here, not by the StatefulSet apply later (retried for ever).
+    expect(await rejection({ resources: { limits: { memory: 'lots' } } })).toMatch(
+      /spec.resources.limits.memory/,
+    );
+    expect(await rejection({ resources: { requests: { cpu: '1 core' } } })).toMatch(
+      /spec.resources.requests.cpu/,
+    );
     expect(await rejection({ nodes: 3, replicas: 3 })).toMatch(/unknown field "spec.replicas"/);
   });
 

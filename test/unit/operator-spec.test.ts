@@ -96,6 +96,17 @@ describe('validateSpec', () => {
     );
   });
 
+  it('rejects malformed resource quantities (a CRD older than the operator may let them through)', () => {
+    expect(validateSpec(withDefaults({ resources: { limits: { memory: 'lots' } } }))).toEqual([
+      "spec.resources.limits.memory must be a quantity such as 500m or 512Mi, got 'lots'",
+    ]);
+    expect(validateSpec(withDefaults({ resources: { requests: { cpu: '1 core' } } }))[0]).toMatch(
+      /spec.resources.requests.cpu/,
+    );
+    const good = { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1e9', cpu: '2' } };
+    expect(validateSpec(withDefaults({ resources: good }))).toEqual([]);
+  });
+
   it('rejects non-positive or malformed sizes and counts', () => {
     expect(validateSpec(withDefaults({ storage: { size: '-1Gi' } }))[0]).toMatch(
       /storage.size must be a positive/,
