@@ -618,7 +618,15 @@ export class Reconciler {
       await this.event(ctx, { type: 'Warning', reason: 'DecommissionFailed', message: verdict.reason });
       return requeue(verdict.afterMs, verdict.reason);
     }
-    // The node has left: only now may the StatefulSet drop it.
+    // The node has left (or never was a member): only now may the StatefulSet drop it. What the verdict
+    // rested on is stored first: finishDecommission deletes the claim only after a handover (a pod that
+    // vanishes otherwise, or a member removed by an admin, may have held the last copy of writes and hints).
+    ctx.decommissioning = { ...ctx.decommissioning, state: handoverState(status, ringState) };
+    ctx.cluster = await this.deps.kube.patchClusterStatus(
+      ctx.cluster.metadata.namespace,
+      ctx.cluster.metadata.name,
+      { decommissioning: ctx.decommissioning },
+    );
     const desired = keepImmutableFields(buildStatefulSet(ctx.cluster, ctx.spec, ordinal), ctx.statefulSet);
     await this.deps.kube.apply(desired);
     const stored = await this.deps.kube.read<V1StatefulSet>(
@@ -651,11 +659,20 @@ export class Reconciler {
       return requeue(2_000, `waiting for pod ${node} to terminate`);
     }
     const claim = pvcName(name, ordinal);
+    const state = ctx.decommissioning?.state;
     if (ctx.spec.storage.retainOnScaleDown) {
       await this.event(ctx, {
         type: 'Normal',
         reason: 'VolumeRetained',
         message: `kept ${claim} (retainOnScaleDown)`,
+      });
+    } else if (!HANDED_OVER.has(state ?? '')) {
+      // The StatefulSet lost the pod without the node having left (scaled by hand, or the member was
+      // removed): its volume may hold the only copy of acknowledged writes and of the hints it stood in for.
+      await this.event(ctx, {
+        type: 'Warning',
+        reason: 'VolumeKept',
+        message: `kept ${claim}: ${node} left the StatefulSet without reporting that its data had moved (last state: ${state ?? 'unknown'}), so its volume may hold the only copy of writes; scale up to let it rejoin with its data, or delete the claim once you know it holds nothing`,
       });
     } else if (await this.deps.kube.remove(ref('v1', 'PersistentVolumeClaim', namespace, claim))) {
       await this.event(ctx, { type: 'Normal', reason: 'VolumeDeleted', message: `deleted ${claim}` });
@@ -888,6 +905,16 @@ export class Reconciler {
     );
     return checkCapacity(bytes, remaining, volume);
   }
+}
+
+/** Decommission record states after which a node's volume holds nothing the cluster needs. */
+const HANDED_OVER = new Set(['left', 'not-a-member']);
+
+/** The record's state once a shrink is decided: `left`, `not-a-member`, or the ring state (e.g. `removed`). */
+function handoverState(status: { state: string } | undefined, ringState: string | null | undefined): string {
+  if (status?.state === 'left') return 'left';
+  if (status === undefined && (ringState === null || ringState === undefined)) return 'not-a-member';
+  return status?.state ?? ringState ?? 'unknown';
 }
 
 function ref(apiVersion: string, kind: string, namespace: string, name: string): ObjectRef {

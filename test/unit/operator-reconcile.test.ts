@@ -361,6 +361,50 @@ describe('Reconciler', () => {
     );
   });
 
+  it('keeps the claim of a node the StatefulSet lost before it had left (scaled by hand), and says why', async () => {
+    const env = setup({ ...SMALL, nodes: 4 });
+    await settle(env);
+    env.kube.setSpec({ ...SMALL, nodes: 3 });
+    env.nodes.stepsToLeave = 100;
+    await env.reconcile(); // records the intent
+    await env.reconcile(); // demo-3 is leaving
+    expect(env.kube.cluster.status?.decommissioning).toMatchObject({ node: 'demo-3', state: 'leaving' });
+    // Someone (a GitOps revert, kubectl scale, an HPA) shrinks the StatefulSet; the pod goes.
+    const sts = env.kube.get<V1StatefulSet>('StatefulSet', 'demo')!;
+    sts.spec!.replicas = 3;
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    expect(env.kube.writes).not.toContain('delete PersistentVolumeClaim data-demo-3');
+    expect(env.kube.events).toContainEqual(
+      expect.objectContaining({
+        type: 'Warning',
+        reason: 'VolumeKept',
+        message: expect.stringMatching(/kept data-demo-3: .*last state: leaving/),
+      }),
+    );
+  });
+
+  it('keeps the claim of a member an admin removed: it may hold the last copy of writes and hints', async () => {
+    const env = setup({ ...SMALL, nodes: 4 });
+    await settle(env);
+    env.kube.setSpec({ ...SMALL, nodes: 3 });
+    await env.reconcile(); // records the intent
+    env.nodes.unreachable.add('http://node-3');
+    env.nodes.ringMembers = new Map([
+      ['demo-0', 'up'],
+      ['demo-1', 'up'],
+      ['demo-2', 'up'],
+      ['demo-3', 'removed'],
+    ]);
+    for (let i = 0; i < 6 && env.kube.cluster.status?.decommissioning; i++) {
+      env.kube.runPods((o) => o < 3);
+      await env.reconcile();
+    }
+    expect(env.replicas()).toBe(3);
+    expect(env.kube.writes).not.toContain('delete PersistentVolumeClaim data-demo-3');
+    expect(env.kube.events.map((e) => e.reason)).toContain('VolumeKept');
+  });
+
   it('drops an unreachable node that never joined the ring (a scale-up reverted before it started)', async () => {
     const env = setup({ ...SMALL, nodes: 3 });
     await settle(env);
@@ -381,6 +425,12 @@ describe('Reconciler', () => {
       await env.reconcile();
     }
     expect(env.replicas()).toBe(3);
+    // It never held data: its claim goes.
+    for (let i = 0; i < 4 && env.kube.cluster.status?.decommissioning; i++) {
+      env.kube.runPods((o) => o < 3);
+      await env.reconcile();
+    }
+    expect(env.kube.writes).toContain('delete PersistentVolumeClaim data-demo-3');
   });
 
   it('refuses nodes below replication.n as an invalid spec and keeps every node', async () => {
