@@ -10,6 +10,7 @@ import {
   type KubernetesObject,
   makeInformer,
   type ObjectCache,
+  PolicyV1Api,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type DynamoCluster, GROUP, PLURAL, VERSION } from './api-types.js';
@@ -91,7 +92,8 @@ export interface ClusterWatches {
 }
 
 /**
- * Watches DynamoClusters, and the StatefulSets and pods the operator made, calling enqueue with a cluster key;
+ * Watches DynamoClusters, and the StatefulSets, pods, Services, ConfigMaps and PodDisruptionBudgets of its
+ * clusters, calling enqueue with a cluster key;
  * in one namespace when `namespace` is given (a namespaced install has no cluster-wide rights), else in all.
  */
 export function watchClusters(
@@ -172,8 +174,61 @@ export function watchClusters(
     log,
   );
 
+  // The other objects the operator owns: a deleted or edited Service, token ConfigMap or PodDisruptionBudget is
+  // repaired at once, not at the next resync.
+  const policy = kubeConfig.makeApiClient(PolicyV1Api);
+  const services = keepRunning(
+    'services',
+    makeInformer(
+      kubeConfig,
+      `/api/v1${scope}/services`,
+      () =>
+        namespace
+          ? core.listNamespacedService({ namespace, labelSelector: owned })
+          : core.listServiceForAllNamespaces({ labelSelector: owned }),
+      owned,
+    ),
+    toCluster,
+    log,
+  );
+  const configMaps = keepRunning(
+    'configmaps',
+    makeInformer(
+      kubeConfig,
+      `/api/v1${scope}/configmaps`,
+      () =>
+        namespace
+          ? core.listNamespacedConfigMap({ namespace, labelSelector: owned })
+          : core.listConfigMapForAllNamespaces({ labelSelector: owned }),
+      owned,
+    ),
+    toCluster,
+    log,
+  );
+  const disruptionBudgets = keepRunning(
+    'poddisruptionbudgets',
+    makeInformer(
+      kubeConfig,
+      `/apis/policy/v1${scope}/poddisruptionbudgets`,
+      () =>
+        namespace
+          ? policy.listNamespacedPodDisruptionBudget({ namespace, labelSelector: owned })
+          : policy.listPodDisruptionBudgetForAllNamespaces({ labelSelector: owned }),
+      owned,
+    ),
+    toCluster,
+    log,
+  );
+
   return {
     clusters,
-    all: [clusters, statefulSets, pods] as unknown as RestartingInformer<KubernetesObject>[],
+    all: [
+      clusters,
+      statefulSets,
+      pods,
+      services,
+      configMaps,
+      disruptionBudgets,
+    ] as unknown as RestartingInformer<KubernetesObject>[],
   };
 }
