@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext } from 'node:tls';
 import { type Logger, pino } from 'pino';
@@ -359,6 +360,38 @@ export async function startNode(
         log,
         onStreamed,
       });
+  const antiEntropy = new AntiEntropy({
+    self: config.nodeId,
+    membership,
+    props,
+    store,
+    // (requestPeer is defined below, once the transport listens.)
+    request: (peer, req, timeoutMs) => requestPeer(peer, req, timeoutMs),
+    mergeLocal: (req) => replica.handle(req),
+    depth: config.merkleDepth,
+    timeoutMs: config.requestTimeoutMs,
+    log,
+    indexFile: join(config.dataDir, 'anti-entropy.index'),
+    onExchange: (peer, divergent, repaired, bytes, cpuMicros) => {
+      metrics.merkleDivergent.set({ peer }, divergent);
+      metrics.merkleLastExchange.set({ peer }, Date.now() / 1000);
+      metrics.merkleKeysRepaired.inc(repaired);
+      metrics.merkleBytes.inc(bytes);
+      metrics.merkleExchanges.inc();
+      metrics.merkleExchangeCpu.inc(cpuMicros / 1e6);
+      if (repaired > 0) log.info({ peer, divergent, repaired, bytes }, 'anti-entropy repaired keys');
+    },
+    onRebuild: (keys, scannedStore) => {
+      metrics.merkleRebuilds.inc({ source: scannedStore ? 'store' : 'index' });
+      log.info({ keys, source: scannedStore ? 'store' : 'index' }, 'anti-entropy trees built');
+    },
+  });
+  // The key index a clean shutdown saved, taken before anything can write (the peer port opens next).
+  await antiEntropy
+    .loadIndex()
+    .catch((err) =>
+      log.warn({ err }, 'could not load the anti-entropy key index; the store will be scanned'),
+    );
   await transport.listen(
     peerRouter({
       info,
@@ -428,30 +461,6 @@ export async function startNode(
       storeHint({ target, bucket, key, obj }).catch((err) =>
         log.error({ err, target }, 'could not store a hint; anti-entropy must repair this replica'),
       ),
-  });
-  const antiEntropy = new AntiEntropy({
-    self: config.nodeId,
-    membership,
-    props,
-    store,
-    request: requestPeer,
-    mergeLocal: (req) => replica.handle(req),
-    depth: config.merkleDepth,
-    timeoutMs: config.requestTimeoutMs,
-    log,
-    onExchange: (peer, divergent, repaired, bytes, cpuMicros) => {
-      metrics.merkleDivergent.set({ peer }, divergent);
-      metrics.merkleLastExchange.set({ peer }, Date.now() / 1000);
-      metrics.merkleKeysRepaired.inc(repaired);
-      metrics.merkleBytes.inc(bytes);
-      metrics.merkleExchanges.inc();
-      metrics.merkleExchangeCpu.inc(cpuMicros / 1e6);
-      if (repaired > 0) log.info({ peer, divergent, repaired, bytes }, 'anti-entropy repaired keys');
-    },
-    onRebuild: (keys, scannedStore) => {
-      metrics.merkleRebuilds.inc({ source: scannedStore ? 'store' : 'index' });
-      log.info({ keys, source: scannedStore ? 'store' : 'index' }, 'anti-entropy trees built');
-    },
   });
   // The trees are built in the background once the node listens (below); exchanges start meanwhile
   // and wait for them, and peers asking are told not_ready.
@@ -673,6 +682,10 @@ export async function startNode(
       clientTls?.close();
       auth?.close();
       await known?.settled();
+      // Nothing writes any more: the key index saved now spares the next start a scan of the store.
+      await antiEntropy
+        .saveIndex()
+        .catch((err) => log.warn({ err }, 'could not save the anti-entropy key index'));
       await store.close();
       log.info('node stopped');
     },

@@ -89,4 +89,28 @@ describe('Merkle anti-entropy on a 3-node cluster', () => {
     const moved = await metric(urls, /^dynamo_merkle_bytes_transferred_total/);
     console.log(`anti-entropy: 10 divergent keys of 210 repaired, ${moved} object bytes moved`);
   }, 90_000);
+
+  it('restarts cleanly without a scan of the store (the key index saved at shutdown) and still repairs', async () => {
+    c = await TestCluster.start(3, ['--anti-entropy-interval-ms', '300', '--hint-window-ms', '1000']);
+    for (let i = 0; i < 300; i++)
+      await fetch(`${c.url(0)}/buckets/ae/keys/base${i}?w=all`, { method: 'PUT', body: 'base' });
+    const scans = (i: number) => metric(c!.url(i), /^dynamo_merkle_rebuilds_total\{.*source="store"/);
+    await waitFor('n3 built its trees', async () => (await scans(2)) === 1, 30_000);
+    await c.kill(2, 'SIGTERM');
+    for (let i = 0; i < 20; i++)
+      await fetch(`${c.url(0)}/buckets/ae/keys/missed${i}?w=2`, { method: 'PUT', body: 'new' });
+    await new Promise((r) => setTimeout(r, 1200));
+    await c.startNode(2);
+    await waitFor(
+      'n3 has the 20 keys it missed',
+      async () => (await metric(c!.url(2), /^dynamo_storage_keys/)) === 320,
+      30_000,
+    );
+    // Its trees came from the saved index, re-derived for the ring: no scan of its store.
+    expect(await scans(2)).toBe(0);
+    expect(await metric(c.url(2), /^dynamo_merkle_rebuilds_total\{.*source="index"/)).toBeGreaterThanOrEqual(
+      1,
+    );
+    expect(await metric(c.url(2), /^dynamo_merkle_index_keys/)).toBe(320);
+  }, 90_000);
 });

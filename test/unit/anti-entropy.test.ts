@@ -4,7 +4,7 @@
  * the background (not_ready meanwhile), and trees re-derived from the key index on a new ring — with
  * writes landing during the scan and during the re-derivation — equal to trees built by a fresh scan.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
@@ -82,12 +82,15 @@ const member = (id: string): Member => ({ id, address: `${id}:1`, tokens: genera
 
 interface TestNode {
   id: string;
+  dir: string;
   store: ObjectStore;
   replica: Replica;
   membership: TestMembership;
   ae: AntiEntropy;
   props: BucketPropsTable;
   rebuilds: Array<{ keys: number; scannedStore: boolean }>;
+  /** A new AntiEntropy on the same store (as after a restart), replacing ae. */
+  newAe(): AntiEntropy;
 }
 
 async function cluster(
@@ -111,22 +114,36 @@ async function cluster(
     });
     const membership = new TestMembership(id, ids.map(member));
     const transport = network.transport(id);
-    const node: TestNode = { id, store, replica, membership, props, ae: undefined as never, rebuilds: [] };
-    node.ae = new AntiEntropy({
-      self: id,
+    const node: TestNode = {
+      id,
+      dir,
+      store,
+      replica,
       membership,
       props,
-      store,
-      request: (peer, req, timeoutMs) => transport.request(peer, req, timeoutMs),
-      mergeLocal: (req) => replica.handle(req),
-      depth,
-      timeoutMs: 10_000,
-      log,
-      ...(keysReplyBytes ? { keysReplyBytes } : {}),
-      // Small chunks, so writes land between them.
-      buildChunk: 64,
-      onRebuild: (keys, scannedStore) => node.rebuilds.push({ keys, scannedStore }),
-    });
+      ae: undefined as never,
+      rebuilds: [],
+      newAe: () => {
+        node.ae = new AntiEntropy({
+          self: id,
+          membership,
+          props,
+          store,
+          request: (peer, req, timeoutMs) => transport.request(peer, req, timeoutMs),
+          mergeLocal: (req) => replica.handle(req),
+          depth,
+          timeoutMs: 10_000,
+          log,
+          ...(keysReplyBytes ? { keysReplyBytes } : {}),
+          // Small chunks, so writes land between them.
+          buildChunk: 64,
+          indexFile: join(dir, 'anti-entropy.index'),
+          onRebuild: (keys, scannedStore) => node.rebuilds.push({ keys, scannedStore }),
+        });
+        return node.ae;
+      },
+    };
+    node.newAe();
     await transport.listen(async (_from, body) => {
       const req = body as ReplicaRequest | AntiEntropyRequest;
       if (req.op === 'ae.root' || req.op === 'ae.children' || req.op === 'ae.keys') {
@@ -361,5 +378,92 @@ describe('anti-entropy trees', () => {
     // With n = 2, a shares each key it replicates with one peer only.
     expect(keysOf('b') + keysOf('c')).toBeLessThan(500);
     await expectSameAsFreshScan(a, ['b', 'c'], 4);
+  });
+});
+
+describe('the key index across a clean restart', () => {
+  const indexFile = (node: TestNode) => join(node.dir, 'anti-entropy.index');
+
+  it('is saved at shutdown and loaded (and deleted) at the next start: trees without a scan of the store', async () => {
+    const { nodes } = await cluster(['a', 'b', 'c'], { depth: 5 });
+    const [a] = nodes as [TestNode, TestNode, TestNode];
+    for (let i = 0; i < 2000; i++) await write(a, `k${i}-${'é'.repeat(i % 4)}`, `v${i}`);
+    await a.ae.rebuild();
+    await a.ae.stop();
+    expect(await a.ae.saveIndex()).toBe(true);
+    expect(existsSync(indexFile(a))).toBe(true);
+
+    a.rebuilds.length = 0;
+    const ae = a.newAe();
+    expect(await ae.loadIndex()).toBe(true);
+    expect(existsSync(indexFile(a))).toBe(false);
+    expect(ae.indexedKeys).toBe(2000);
+    // Writes between the load and the build are taken too.
+    for (let i = 0; i < 50; i++) await write(a, `k${i}-${'é'.repeat(i % 4)}`, 'after the restart');
+    await a.store.deleteUnless(BUCKET, 'k60-', () => false);
+    await ae.rebuild();
+    expect(a.rebuilds).toEqual([{ keys: 1999, scannedStore: false }]);
+    await expectSameAsFreshScan(a, ['b', 'c'], 5);
+  });
+
+  it('is not saved while incomplete or while a write comes, and a damaged or foreign file means a scan', async () => {
+    const { nodes } = await cluster(['a', 'b'], { depth: 4 });
+    const [a] = nodes as [TestNode, TestNode];
+    for (let i = 0; i < 500; i++) await write(a, `k${i}`, 'v');
+    // Not built yet: nothing to save.
+    expect(await a.ae.saveIndex()).toBe(false);
+    await a.ae.rebuild();
+    const saving = a.ae.saveIndex();
+    await write(a, 'k1', 'during the save');
+    expect(await saving).toBe(false);
+    expect(existsSync(indexFile(a))).toBe(false);
+    expect(existsSync(`${indexFile(a)}.tmp`)).toBe(false);
+
+    expect(await a.ae.saveIndex()).toBe(true);
+    const bytes = readFileSync(indexFile(a));
+    bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] as number) ^ 1;
+    writeFileSync(indexFile(a), bytes);
+    a.rebuilds.length = 0;
+    const ae = a.newAe();
+    expect(await ae.loadIndex()).toBe(false);
+    expect(existsSync(indexFile(a))).toBe(false);
+    await ae.rebuild();
+    expect(a.rebuilds).toEqual([{ keys: 500, scannedStore: true }]);
+    await expectSameAsFreshScan(a, ['b'], 4);
+
+    // Another --merkle-depth: its leaves mean nothing here.
+    expect(await ae.saveIndex()).toBe(true);
+    const deeper = new AntiEntropy({
+      self: 'a',
+      membership: a.membership,
+      props: a.props,
+      store: a.store,
+      request: async () => undefined,
+      mergeLocal: async () => undefined,
+      depth: 5,
+      timeoutMs: 1000,
+      log,
+      indexFile: indexFile(a),
+    });
+    expect(await deeper.loadIndex()).toBe(false);
+    expect(existsSync(indexFile(a))).toBe(false);
+  });
+
+  it('puts right what the file holds and the store lost, when the exchange meets it', async () => {
+    const { nodes } = await cluster(['a', 'b'], { depth: 3 });
+    const [a, b] = nodes as [TestNode, TestNode];
+    for (let i = 0; i < 100; i++) await write(a, `k${i}`, 'v', [b]);
+    await Promise.all([a.ae.rebuild(), b.ae.rebuild()]);
+    expect(await a.ae.exchange('b')).toBe(0);
+    expect(await a.ae.saveIndex()).toBe(true);
+    // As if the last writes before the shutdown were lost with the machine's power: k7 is in the file
+    // but no longer in a's store (nor in b's).
+    for (const n of [a, b]) await n.store.deleteUnless(BUCKET, 'k7', () => false);
+    const ae = a.newAe();
+    expect(await ae.loadIndex()).toBe(true);
+    expect(ae.indexedKeys).toBe(100);
+    expect(await ae.exchange('b')).toBe(1);
+    expect(ae.indexedKeys).toBe(99);
+    expect(await ae.exchange('b')).toBe(0);
   });
 });

@@ -192,7 +192,7 @@ export class NodeMetrics {
     });
     this.merkleRebuilds = new Counter({
       name: 'dynamo_merkle_rebuilds_total',
-      help: 'Builds of the anti-entropy trees: source="store" scans the whole store (once, at start), source="index" re-derives them from the key index when the ring or a bucket\'s n changed (no store read).',
+      help: 'Builds of the anti-entropy trees: source="store" scans the whole store (a start after a crash or without a saved index), source="index" derives them from the key index (a clean restart, a new ring, a bucket\'s n changed; no store read).',
       labelNames: ['source'],
       registers,
     });

@@ -10,8 +10,15 @@
  * background after the node started (peers asking meanwhile are told not_ready); a new ring re-derives
  * every key's group and the trees from the index, in the background and without reading the store.
  * Key lists (ae.keys) are paged: no reply exceeds AE_KEYS_REPLY_BYTES, far below the frame limit.
+ *
+ * A clean shutdown writes the index to a file (saveIndex) once nothing can write any more; the next start
+ * loads it (loadIndex, before anything can write) and deletes it, so only a start after a crash scans
+ * the store. Should the file hold what the store lost (a power cut losing LevelDB's unsynced tail),
+ * the repair of each differing key re-reads it from the store first, which puts the index right.
  */
 import { createHash, hash } from 'node:crypto';
+import { open, rename, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
 import { NotReadyError } from '../errors.js';
@@ -29,6 +36,25 @@ const WHOLE_RING: TokenRange = { start: '0'.repeat(32), end: '0'.repeat(32) };
 export const AE_KEYS_REPLY_BYTES = 4 * 1024 * 1024;
 /** Keys handled between two yields to the event loop while the trees are built. */
 const BUILD_CHUNK = 4096;
+/** The key index file: magic, format version, tree depth, 2 bytes 0, key count, 4 bytes 0. */
+const INDEX_MAGIC = Buffer.from('DKAI', 'latin1');
+const INDEX_FORMAT = 1;
+const INDEX_HEADER = 16;
+/** Per key: key length (u16), leaf (u16), pair hash (16), the key's bytes. */
+const INDEX_ENTRY = 20;
+/** The file ends with the first 16 bytes of the SHA-256 of everything before. */
+const INDEX_TRAILER = 16;
+const FILE_BUFFER = 1 << 20;
+
+/** fsync of a directory, so a rename or unlink in it is durable. */
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
 
 export type AntiEntropyRequest =
   | { op: 'ae.root'; from: string; ring?: string }
@@ -105,6 +131,8 @@ export interface AntiEntropyOptions {
   keysReplyBytes?: number;
   /** Keys re-derived between two yields to the event loop on a new ring (default 4096). */
   buildChunk?: number;
+  /** Where the key index is kept across a clean shutdown (saveIndex, loadIndex); none: every start scans. */
+  indexFile?: string;
   /** After each exchange this node ran: what it found and moved, and the process CPU it took (µs). */
   onExchange?: (
     peer: string,
@@ -143,6 +171,10 @@ export class AntiEntropy {
   private timer: NodeJS.Timeout | undefined;
   private turn = 0;
   private exchanging = false;
+  /** Exchanges running (any caller): the index is saved only when none is. */
+  private running = 0;
+  /** Bumped by every write the index takes: a save that sees it move is abandoned. */
+  private writes = 0;
   private stopped = false;
   private readonly emptyTree: MerkleTree;
   private readonly keysReplyBytes: number;
@@ -295,6 +327,7 @@ export class AntiEntropy {
   }
 
   private onWrite(bucket: string, key: string, after: Clock | undefined): void {
+    this.writes++;
     const state = this.state;
     // Before the scan starts every write is in what it will read.
     if (state.kind === 'empty') return;
@@ -377,6 +410,153 @@ export class AntiEntropy {
     return { keys };
   }
 
+  /**
+   * Writes the key index to the index file (at a clean shutdown, once nothing writes any more): the next
+   * start loads it instead of scanning the store. Resolves false, writing nothing, when there is no file
+   * to write, the index is incomplete (still scanning), an exchange is running or a write came meanwhile.
+   */
+  async saveIndex(): Promise<boolean> {
+    const file = this.opts.indexFile;
+    const kind = this.state.kind;
+    if (!file || kind === 'empty' || kind === 'scanning' || this.running > 0) return false;
+    const writes = this.writes;
+    const tmp = `${file}.tmp`;
+    const fh = await open(tmp, 'w');
+    let complete = false;
+    try {
+      const digest = createHash('sha256');
+      const buf = Buffer.allocUnsafe(FILE_BUFFER);
+      let at = 0;
+      const flush = async () => {
+        digest.update(buf.subarray(0, at));
+        for (let done = 0; done < at; ) done += (await fh.write(buf, done, at - done)).bytesWritten;
+        at = 0;
+      };
+      INDEX_MAGIC.copy(buf, 0);
+      buf.writeUInt8(INDEX_FORMAT, 4);
+      buf.writeUInt8(this.opts.depth, 5);
+      buf.writeUInt16BE(0, 6);
+      buf.writeUInt32BE(this.index.size, 8);
+      buf.writeUInt32BE(0, 12);
+      at = INDEX_HEADER;
+      const { index } = this;
+      for (let id = 0; id < index.highWater; id++) {
+        if (!index.isLive(id)) continue;
+        const key = index.keyBytes(id);
+        if (at + INDEX_ENTRY + key.length > buf.length) await flush();
+        // The index must not change under the loop (nothing writes at shutdown; if something did, give up).
+        if (this.writes !== writes) return false;
+        buf.writeUInt16BE(key.length, at);
+        buf.writeUInt16BE(index.leafOf(id), at + 2);
+        index.pairView(id).copy(buf, at + 4);
+        key.copy(buf, at + INDEX_ENTRY);
+        at += INDEX_ENTRY + key.length;
+      }
+      await flush();
+      const trailer = digest.digest().subarray(0, INDEX_TRAILER);
+      await fh.write(trailer, 0, INDEX_TRAILER);
+      await fh.sync();
+      complete = this.writes === writes;
+    } finally {
+      await fh.close();
+      if (!complete) await unlink(tmp).catch(() => undefined);
+    }
+    if (!complete) return false;
+    await rename(tmp, file);
+    await syncDir(dirname(file));
+    this.opts.log.info({ keys: this.index.size, file }, 'anti-entropy key index saved');
+    return true;
+  }
+
+  /**
+   * Loads the index file saveIndex wrote, and deletes it (a crash later must not leave it behind): then
+   * the trees are derived from it, without a scan of the store. Must run before anything writes to the
+   * store. Resolves true when the index was taken from the file; false (the store will be scanned) when
+   * there is none, or it does not match this node (another depth) or fails its checksum.
+   */
+  async loadIndex(): Promise<boolean> {
+    const file = this.opts.indexFile;
+    if (!file || this.state.kind !== 'empty') return false;
+    await unlink(`${file}.tmp`).catch(() => undefined);
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(file, 'r');
+    } catch {
+      return false;
+    }
+    let loaded = false;
+    try {
+      loaded = await this.readIndex(fh);
+    } catch (err) {
+      this.opts.log.warn(
+        { err: (err as Error).message, file },
+        'anti-entropy key index file unusable; scanning the store',
+      );
+    } finally {
+      await fh.close();
+      await unlink(file);
+      await syncDir(dirname(file));
+    }
+    if (!loaded) {
+      this.index = new KeyIndex(this.emptyTree.leafCount);
+      return false;
+    }
+    // Complete, but no key has a group yet: as a re-derivation that has not started.
+    this.state = { kind: 'regrouping', ring: this.opts.membership.ring(), cursor: 0 };
+    this.opts.log.info({ keys: this.index.size, file }, 'anti-entropy key index loaded');
+    return true;
+  }
+
+  private async readIndex(fh: Awaited<ReturnType<typeof open>>): Promise<boolean> {
+    const size = (await fh.stat()).size;
+    const corrupt = (why: string): never => {
+      throw new Error(`anti-entropy key index file: ${why}`);
+    };
+    if (size < INDEX_HEADER + INDEX_TRAILER) corrupt(`${size} bytes is too short`);
+    const end = size - INDEX_TRAILER;
+    const digest = createHash('sha256');
+    const chunk = Buffer.allocUnsafe(FILE_BUFFER);
+    let pos = 0;
+    let pending = Buffer.alloc(0);
+    /** Makes at least n bytes available in pending (false at the end of the entries). */
+    const need = async (n: number): Promise<boolean> => {
+      while (pending.length < n) {
+        const want = Math.min(chunk.length, end - pos);
+        if (want <= 0) return false;
+        const { bytesRead } = await fh.read(chunk, 0, want, pos);
+        if (bytesRead !== want) corrupt('short read');
+        pos += want;
+        digest.update(chunk.subarray(0, want));
+        pending = Buffer.concat([pending, chunk.subarray(0, want)]);
+      }
+      return true;
+    };
+    if (!(await need(INDEX_HEADER))) corrupt('no header');
+    if (!pending.subarray(0, 4).equals(INDEX_MAGIC)) corrupt('bad magic');
+    if (pending.readUInt8(4) !== INDEX_FORMAT) corrupt(`unknown format ${pending.readUInt8(4)}`);
+    if (pending.readUInt8(5) !== this.opts.depth) return false; // another --merkle-depth: scan
+    const count = pending.readUInt32BE(8);
+    pending = pending.subarray(INDEX_HEADER);
+    const index = new KeyIndex(this.emptyTree.leafCount);
+    for (let k = 0; k < count; k++) {
+      if (!(await need(INDEX_ENTRY))) corrupt(`${k} of ${count} keys`);
+      const len = pending.readUInt16BE(0);
+      const leaf = pending.readUInt16BE(2);
+      if (!(await need(INDEX_ENTRY + len))) corrupt(`${k} of ${count} keys`);
+      const key = pending.subarray(INDEX_ENTRY, INDEX_ENTRY + len);
+      if (len === 0 || leaf >= index.leafCount || !key.includes(0)) corrupt(`bad entry ${k}`);
+      if (index.find(key) >= 0) corrupt(`key ${k} twice`);
+      index.add(key, leaf, pending.subarray(4, INDEX_ENTRY), 0);
+      pending = pending.subarray(INDEX_ENTRY + len);
+    }
+    if (pending.length > 0 || pos !== end) corrupt('bytes after the last key');
+    const trailer = Buffer.alloc(INDEX_TRAILER);
+    await fh.read(trailer, 0, INDEX_TRAILER, end);
+    if (!digest.digest().subarray(0, INDEX_TRAILER).equals(trailer)) corrupt('checksum mismatch');
+    this.index = index;
+    return true;
+  }
+
   start(intervalMs: number): void {
     this.timer = setInterval(() => void this.tick(), intervalMs);
     this.timer.unref();
@@ -410,6 +590,16 @@ export class AntiEntropy {
 
   /** One exchange with a peer; resolves with the number of keys repaired. */
   async exchange(peer: string): Promise<number> {
+    this.running++;
+    try {
+      return await this.exchangeWith(peer);
+    } finally {
+      this.running--;
+    }
+  }
+
+  private async exchangeWith(peer: string): Promise<number> {
+    if (this.stopped) throw new Error('anti-entropy stopped');
     if (this.stale || this.opts.membership.ring() !== this.current()) await this.rebuild();
     const cpu0 = process.cpuUsage();
     const { self, timeoutMs } = this.opts;
@@ -450,9 +640,12 @@ export class AntiEntropy {
       for (const [k, d] of theirs) if (!ours.get(k)?.equals(d)) differing.add(k);
       for (const okey of differing) {
         sameRing();
+        if (this.stopped) throw new Error('anti-entropy stopped');
         const [b, k] = splitKey(okey);
         const lww = this.opts.props.get(b).conflict === 'lww';
         const mine = this.opts.store.getRaw(b, k);
+        // The index entry again from the store (a no-op unless they disagree, as after a lost write).
+        this.onWrite(b, k, mine ? decodeObject(mine) : undefined);
         if (mine && ours.has(okey)) {
           await this.opts.request(peer, { op: 'merge', b, k, obj: mine, lww }, timeoutMs);
           bytes += mine.length;

@@ -217,6 +217,13 @@ export class KeyIndex {
     return (this.arena[off >>> ARENA_BITS] as Buffer).toString('utf8', at, at + (c.keyLen[i] as number));
   }
 
+  /** The UTF-8 bytes of entry id's key: a view valid until the index next changes; do not keep it. */
+  keyBytes(id: number): Buffer {
+    this.assertLive(id);
+    const [chunk, at, len] = this.keyAt(id);
+    return chunk.subarray(at, at + len);
+  }
+
   /** The leaf of entry id. */
   leafOf(id: number): number {
     return this.chunk(id).leaves[id & IN_CHUNK] as number;
