@@ -386,11 +386,12 @@ export async function startNode(
       log.info({ keys, source: scannedStore ? 'store' : 'index' }, 'anti-entropy trees built');
     },
   });
-  // The key index a clean shutdown saved, taken before anything can write (the peer port opens next).
+  // The key index a clean shutdown saved, opened before anything can write (the peer port opens next)
+  // and loaded with the trees' build, in the background.
   await antiEntropy
-    .loadIndex()
+    .openIndex()
     .catch((err) =>
-      log.warn({ err }, 'could not load the anti-entropy key index; the store will be scanned'),
+      log.warn({ err }, 'could not open the anti-entropy key index; the store will be scanned'),
     );
   await transport.listen(
     peerRouter({

@@ -395,14 +395,21 @@ describe('the key index across a clean restart', () => {
 
     a.rebuilds.length = 0;
     const ae = a.newAe();
-    expect(await ae.loadIndex()).toBe(true);
+    expect(await ae.openIndex()).toBe(true);
     expect(existsSync(indexFile(a))).toBe(false);
-    expect(ae.indexedKeys).toBe(2000);
-    // Writes between the load and the build are taken too.
+    // Writes after the start, before and during the load, win over the file.
     for (let i = 0; i < 50; i++) await write(a, `k${i}-${'é'.repeat(i % 4)}`, 'after the restart');
     await a.store.deleteUnless(BUCKET, 'k60-', () => false);
-    await ae.rebuild();
-    expect(a.rebuilds).toEqual([{ keys: 1999, scannedStore: false }]);
+    await Promise.all([
+      ae.rebuild(),
+      (async () => {
+        for (let i = 100; i < 150; i++) await write(a, `k${i}-${'é'.repeat(i % 4)}`, 'during the load');
+        await a.store.deleteUnless(BUCKET, 'k161-é', () => false);
+        await write(a, 'new', 'during the load');
+      })(),
+    ]);
+    expect(ae.indexedKeys).toBe(1999);
+    expect(a.rebuilds.map((r) => r.scannedStore)).toEqual([false]);
     await expectSameAsFreshScan(a, ['b', 'c'], 5);
   });
 
@@ -425,7 +432,7 @@ describe('the key index across a clean restart', () => {
     writeFileSync(indexFile(a), bytes);
     a.rebuilds.length = 0;
     const ae = a.newAe();
-    expect(await ae.loadIndex()).toBe(false);
+    expect(await ae.openIndex()).toBe(true);
     expect(existsSync(indexFile(a))).toBe(false);
     await ae.rebuild();
     expect(a.rebuilds).toEqual([{ keys: 500, scannedStore: true }]);
@@ -444,9 +451,14 @@ describe('the key index across a clean restart', () => {
       timeoutMs: 1000,
       log,
       indexFile: indexFile(a),
+      onRebuild: (_keys, scannedStore) => scans.push(scannedStore),
     });
-    expect(await deeper.loadIndex()).toBe(false);
+    const scans: boolean[] = [];
+    expect(await deeper.openIndex()).toBe(true);
     expect(existsSync(indexFile(a))).toBe(false);
+    await deeper.rebuild();
+    expect(scans).toEqual([true]);
+    expect(deeper.indexedKeys).toBe(500);
   });
 
   it('puts right what the file holds and the store lost, when the exchange meets it', async () => {
@@ -460,7 +472,9 @@ describe('the key index across a clean restart', () => {
     // but no longer in a's store (nor in b's).
     for (const n of [a, b]) await n.store.deleteUnless(BUCKET, 'k7', () => false);
     const ae = a.newAe();
-    expect(await ae.loadIndex()).toBe(true);
+    expect(await ae.openIndex()).toBe(true);
+    await ae.rebuild();
+    expect(a.rebuilds.at(-1)).toEqual({ keys: 100, scannedStore: false });
     expect(ae.indexedKeys).toBe(100);
     expect(await ae.exchange('b')).toBe(1);
     expect(ae.indexedKeys).toBe(99);

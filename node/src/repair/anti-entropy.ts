@@ -12,12 +12,12 @@
  * Key lists (ae.keys) are paged: no reply exceeds AE_KEYS_REPLY_BYTES, far below the frame limit.
  *
  * A clean shutdown writes the index to a file (saveIndex) once nothing can write any more; the next start
- * loads it (loadIndex, before anything can write) and deletes it, so only a start after a crash scans
- * the store. Should the file hold what the store lost (a power cut losing LevelDB's unsynced tail),
+ * opens and deletes it before anything can write (openIndex) and loads it in the background instead of
+ * scanning the store, so only a start after a crash scans the store. Should the file hold what the store lost (a power cut losing LevelDB's unsynced tail),
  * the repair of each differing key re-reads it from the store first, which puts the index right.
  */
 import { createHash, hash } from 'node:crypto';
-import { open, rename, unlink } from 'node:fs/promises';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import type { BucketPropsTable } from '../buckets/props.js';
@@ -176,6 +176,8 @@ export class AntiEntropy {
   /** Bumped by every write the index takes: a save that sees it move is abandoned. */
   private writes = 0;
   private stopped = false;
+  /** The index file openIndex opened, for the build to load. */
+  private indexFileHandle: FileHandle | undefined;
   private readonly emptyTree: MerkleTree;
   private readonly keysReplyBytes: number;
 
@@ -222,6 +224,32 @@ export class AntiEntropy {
   }
 
   private async build(): Promise<void> {
+    const fh = this.indexFileHandle;
+    if (fh && this.state.kind === 'scanning') {
+      this.indexFileHandle = undefined;
+      let loaded = false;
+      try {
+        loaded = await this.loadIndex(fh, this.state.deleted);
+      } catch (err) {
+        if (!this.stopped)
+          this.opts.log.warn(
+            { err: (err as Error).message },
+            'anti-entropy key index file unusable; scanning the store',
+          );
+      } finally {
+        await fh.close();
+      }
+      if (loaded) {
+        // Complete, and no key has its group yet: as a re-derivation that has not started.
+        this.state = { kind: 'regrouping', ring: this.opts.membership.ring(), cursor: 0 };
+        this.opts.log.info({ keys: this.index.size }, 'anti-entropy key index loaded');
+      } else {
+        // What was taken so far is dropped: the scan reads every write made since the start too.
+        this.index = new KeyIndex(this.emptyTree.leafCount);
+        this.resetTrees();
+        this.state = { kind: 'empty' };
+      }
+    }
     if (this.state.kind === 'empty') await this.scan(this.opts.membership.ring());
     while (this.stale || this.opts.membership.ring() !== this.current()) {
       this.stale = false;
@@ -469,91 +497,93 @@ export class AntiEntropy {
   }
 
   /**
-   * Loads the index file saveIndex wrote, and deletes it (a crash later must not leave it behind): then
-   * the trees are derived from it, without a scan of the store. Must run before anything writes to the
-   * store. Resolves true when the index was taken from the file; false (the store will be scanned) when
-   * there is none, or it does not match this node (another depth) or fails its checksum.
+   * Opens the index file a clean shutdown left, and deletes its name at once (a crash from now on must
+   * not find it), so that the build loads it instead of scanning the store. Must run before anything
+   * writes to the store; quick whatever the file's size (the build reads it, in the background). From
+   * here on writes go straight into the index: they are all newer than the file. Resolves true when
+   * there was a file.
    */
-  async loadIndex(): Promise<boolean> {
+  async openIndex(): Promise<boolean> {
     const file = this.opts.indexFile;
     if (!file || this.state.kind !== 'empty') return false;
     await unlink(`${file}.tmp`).catch(() => undefined);
-    let fh: Awaited<ReturnType<typeof open>>;
+    let fh: FileHandle;
     try {
       fh = await open(file, 'r');
     } catch {
       return false;
     }
-    let loaded = false;
-    try {
-      loaded = await this.readIndex(fh);
-    } catch (err) {
-      this.opts.log.warn(
-        { err: (err as Error).message, file },
-        'anti-entropy key index file unusable; scanning the store',
-      );
-    } finally {
-      await fh.close();
-      await unlink(file);
-      await syncDir(dirname(file));
-    }
-    if (!loaded) {
-      this.index = new KeyIndex(this.emptyTree.leafCount);
-      return false;
-    }
-    // Complete, but no key has a group yet: as a re-derivation that has not started.
-    this.state = { kind: 'regrouping', ring: this.opts.membership.ring(), cursor: 0 };
-    this.opts.log.info({ keys: this.index.size, file }, 'anti-entropy key index loaded');
+    await unlink(file);
+    await syncDir(dirname(file));
+    this.indexFileHandle = fh;
+    this.resetTrees();
+    this.state = { kind: 'scanning', ring: this.opts.membership.ring(), deleted: new Set() };
     return true;
   }
 
-  private async readIndex(fh: Awaited<ReturnType<typeof open>>): Promise<boolean> {
+  /**
+   * Reads the index file openIndex opened into the index: checked whole first (magic, format, depth,
+   * entries, checksum), then taken, except keys written or deleted since the start. False (the store is
+   * then scanned) for a file of another --merkle-depth; throws on a damaged one.
+   */
+  private async loadIndex(fh: FileHandle, deleted: Set<string>): Promise<boolean> {
     const size = (await fh.stat()).size;
     const corrupt = (why: string): never => {
       throw new Error(`anti-entropy key index file: ${why}`);
     };
     if (size < INDEX_HEADER + INDEX_TRAILER) corrupt(`${size} bytes is too short`);
     const end = size - INDEX_TRAILER;
-    const digest = createHash('sha256');
+    const header = Buffer.alloc(INDEX_HEADER);
+    await fh.read(header, 0, INDEX_HEADER, 0);
+    if (!header.subarray(0, 4).equals(INDEX_MAGIC)) corrupt('bad magic');
+    if (header.readUInt8(4) !== INDEX_FORMAT) corrupt(`unknown format ${header.readUInt8(4)}`);
+    if (header.readUInt8(5) !== this.opts.depth) return false;
+    const count = header.readUInt32BE(8);
     const chunk = Buffer.allocUnsafe(FILE_BUFFER);
-    let pos = 0;
-    let pending = Buffer.alloc(0);
-    /** Makes at least n bytes available in pending (false at the end of the entries). */
-    const need = async (n: number): Promise<boolean> => {
-      while (pending.length < n) {
+    /** Calls take(entry bytes) for every entry, in order; verifies the checksum (and the count). */
+    const entries = async (take?: (e: Buffer) => void) => {
+      const digest = createHash('sha256').update(header);
+      let pos = INDEX_HEADER;
+      let pending = Buffer.alloc(0);
+      let seen = 0;
+      while (pos < end) {
+        if (this.stopped) throw new Error('anti-entropy stopped');
         const want = Math.min(chunk.length, end - pos);
-        if (want <= 0) return false;
         const { bytesRead } = await fh.read(chunk, 0, want, pos);
         if (bytesRead !== want) corrupt('short read');
         pos += want;
         digest.update(chunk.subarray(0, want));
-        pending = Buffer.concat([pending, chunk.subarray(0, want)]);
+        pending =
+          pending.length === 0 ? chunk.subarray(0, want) : Buffer.concat([pending, chunk.subarray(0, want)]);
+        let at = 0;
+        while (at + INDEX_ENTRY <= pending.length) {
+          const len = pending.readUInt16BE(at);
+          if (at + INDEX_ENTRY + len > pending.length) break;
+          const entry = pending.subarray(at, at + INDEX_ENTRY + len);
+          const leaf = entry.readUInt16BE(2);
+          if (len === 0 || leaf >= this.index.leafCount || !entry.subarray(INDEX_ENTRY).includes(0))
+            corrupt(`bad entry ${seen}`);
+          take?.(entry);
+          seen++;
+          at += INDEX_ENTRY + len;
+        }
+        // What is left is the start of the next entry: keep a copy (chunk is reused).
+        pending = Buffer.from(pending.subarray(at));
       }
-      return true;
+      if (pending.length > 0 || seen !== count)
+        corrupt(`${seen} keys and ${pending.length} bytes, expected ${count} keys`);
+      const trailer = Buffer.alloc(INDEX_TRAILER);
+      await fh.read(trailer, 0, INDEX_TRAILER, end);
+      if (!digest.digest().subarray(0, INDEX_TRAILER).equals(trailer)) corrupt('checksum mismatch');
     };
-    if (!(await need(INDEX_HEADER))) corrupt('no header');
-    if (!pending.subarray(0, 4).equals(INDEX_MAGIC)) corrupt('bad magic');
-    if (pending.readUInt8(4) !== INDEX_FORMAT) corrupt(`unknown format ${pending.readUInt8(4)}`);
-    if (pending.readUInt8(5) !== this.opts.depth) return false; // another --merkle-depth: scan
-    const count = pending.readUInt32BE(8);
-    pending = pending.subarray(INDEX_HEADER);
-    const index = new KeyIndex(this.emptyTree.leafCount);
-    for (let k = 0; k < count; k++) {
-      if (!(await need(INDEX_ENTRY))) corrupt(`${k} of ${count} keys`);
-      const len = pending.readUInt16BE(0);
-      const leaf = pending.readUInt16BE(2);
-      if (!(await need(INDEX_ENTRY + len))) corrupt(`${k} of ${count} keys`);
-      const key = pending.subarray(INDEX_ENTRY, INDEX_ENTRY + len);
-      if (len === 0 || leaf >= index.leafCount || !key.includes(0)) corrupt(`bad entry ${k}`);
-      if (index.find(key) >= 0) corrupt(`key ${k} twice`);
-      index.add(key, leaf, pending.subarray(4, INDEX_ENTRY), 0);
-      pending = pending.subarray(INDEX_ENTRY + len);
-    }
-    if (pending.length > 0 || pos !== end) corrupt('bytes after the last key');
-    const trailer = Buffer.alloc(INDEX_TRAILER);
-    await fh.read(trailer, 0, INDEX_TRAILER, end);
-    if (!digest.digest().subarray(0, INDEX_TRAILER).equals(trailer)) corrupt('checksum mismatch');
-    this.index = index;
+    await entries();
+    const { index } = this;
+    await entries((e) => {
+      const key = e.subarray(INDEX_ENTRY);
+      // Written since the start (newer than the file), or deleted since: not from the file.
+      if (index.find(key) >= 0 || (deleted.size > 0 && deleted.has(key.toString('utf8')))) return;
+      index.add(key, e.readUInt16BE(2), e.subarray(4, INDEX_ENTRY), 0);
+    });
     return true;
   }
 
