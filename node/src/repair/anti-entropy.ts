@@ -597,6 +597,10 @@ export class AntiEntropy {
     this.stopped = true;
     clearInterval(this.timer);
     await this.building?.catch(() => undefined);
+    // An index file opened but never loaded (the node stopped before its build began).
+    const fh = this.indexFileHandle;
+    this.indexFileHandle = undefined;
+    await fh?.close();
   }
 
   /** Exchanges with the next up peer, round robin. */
