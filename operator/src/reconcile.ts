@@ -445,6 +445,7 @@ export class Reconciler {
       pods: ctx.pods,
       minNodes: ctx.spec.replication.n,
       decommissioning: ctx.decommissioning,
+      ...(ctx.ringStates ? { ringStates: ctx.ringStates } : {}),
     };
     let decision = planScaling(observation);
     if (decision.action === 'begin-decommission') {

@@ -24,6 +24,8 @@ export interface ScalingObservation {
   decommissioning?: DecommissionRecord | null;
   /** Whether the nodes left after the next decommission can hold the data (see checkCapacity). */
   capacity?: CapacityVerdict;
+  /** Member states in a ready node's ring view (the lowest ready ordinal); undefined when none could be read. */
+  ringStates?: ReadonlyMap<string, string>;
 }
 
 export type ScalingDecision =
@@ -86,6 +88,18 @@ export function planScaling(obs: ScalingObservation): ScalingDecision {
         replicas,
         afterMs: WAIT_MS,
         reason: `waiting for ${describe(obs.cluster, notReady(obs.pods, replicas))} to be ready before adding ${next}`,
+      };
+    }
+    // Ready is the node's own word; the next node waits until the last one is `up` in the ring as another
+    // node sees it. (An empty view is no view: only a node that answers with members counts.)
+    const newest = podName(obs.cluster, replicas - 1);
+    const seen = obs.ringStates;
+    if (replicas >= 2 && seen !== undefined && seen.size > 0 && seen.get(newest) !== 'up') {
+      return {
+        action: 'wait',
+        replicas,
+        afterMs: WAIT_MS,
+        reason: `waiting for ${newest} to be up in the ring as its peers see it (${seen.get(newest) ?? 'not a member'}) before adding ${next}`,
       };
     }
     return { action: 'scale-up', replicas: replicas + 1, node: next };

@@ -41,6 +41,35 @@ describe('planScaling', () => {
     );
   });
 
+  it('adds the next node only once the last one is up in the ring as a peer sees it, not just ready', () => {
+    const ring = (states: Record<string, string>) => new Map(Object.entries(states));
+    const joining = planScaling(
+      observe({
+        desiredNodes: 5,
+        replicas: 4,
+        pods: ready(4),
+        ringStates: ring({ 'demo-0': 'up', 'demo-1': 'up', 'demo-2': 'up', 'demo-3': 'joining' }),
+      }),
+    );
+    expect(joining).toMatchObject({ action: 'wait', replicas: 4 });
+    expect(joining.action === 'wait' && joining.reason).toMatch(
+      /waiting for demo-3 to be up in the ring as its peers see it \(joining\) before adding demo-4/,
+    );
+    // Ready but in no ring of the others (a ring of its own): never a reason to go on.
+    const alone = planScaling(
+      observe({ desiredNodes: 5, replicas: 4, pods: ready(4), ringStates: ring({ 'demo-0': 'up' }) }),
+    );
+    expect(alone.action === 'wait' && alone.reason).toMatch(/\(not a member\)/);
+    const up = ring({ 'demo-0': 'up', 'demo-1': 'up', 'demo-2': 'up', 'demo-3': 'up' });
+    expect(planScaling(observe({ desiredNodes: 5, replicas: 4, pods: ready(4), ringStates: up }))).toEqual({
+      action: 'scale-up',
+      replicas: 5,
+      node: 'demo-4',
+    });
+    // No view could be read: readiness alone, as before.
+    expect(planScaling(observe({ desiredNodes: 5, replicas: 4, pods: ready(4) })).action).toBe('scale-up');
+  });
+
   it('is steady when the StatefulSet has spec.nodes replicas', () => {
     expect(planScaling(observe({}))).toEqual({ action: 'steady', replicas: 3 });
   });
