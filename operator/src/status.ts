@@ -115,7 +115,12 @@ export function buildStatus(input: StatusInput): DynamoClusterStatus {
       decision?.action === 'wait' ? decision.reason : `scaling up to ${input.desiredNodes} nodes`;
     set('Scaling', 'True', 'ScalingUp', message);
   } else if (scalingDown && decision?.action !== 'refuse') {
-    set('Scaling', 'True', 'ScalingDown', `scaling down to ${input.desiredNodes} nodes, one node at a time`);
+    // A scale-down that waits (for a node to be ready, a pod to go) says what it waits for.
+    const message =
+      decision?.action === 'wait'
+        ? decision.reason
+        : `scaling down to ${input.desiredNodes} nodes, one node at a time`;
+    set('Scaling', 'True', 'ScalingDown', message);
   } else {
     set('Scaling', 'False', 'Steady', `${input.replicas} nodes`);
   }

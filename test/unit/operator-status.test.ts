@@ -137,6 +137,22 @@ describe('buildStatus', () => {
     expect(condition(stalled, 'Degraded')).toMatchObject({ status: 'True', reason: 'DecommissionStalled' });
   });
 
+  it('says in the Scaling condition what a scale-down waits for', () => {
+    const reason = 'waiting for demo-1 to be ready before decommissioning demo-3';
+    const status = buildStatus(
+      input({
+        replicas: 4,
+        pods: [0, 1, 2, 3].map((ordinal) => ({ ordinal, ready: ordinal !== 1 })),
+        decision: { action: 'wait', replicas: 4, afterMs: 5_000, reason },
+      }),
+    );
+    expect(condition(status, 'Scaling')).toMatchObject({
+      status: 'True',
+      reason: 'ScalingDown',
+      message: reason,
+    });
+  });
+
   it('writes decommissioning: null when there is none, so a merge patch clears it', () => {
     expect(buildStatus(input({})).decommissioning).toBeNull();
   });
