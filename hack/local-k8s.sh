@@ -642,7 +642,8 @@ start_control_plane() {
     --service-account-issuer="https://kubernetes.default.svc.$CLUSTER_DOMAIN" \
     --service-account-key-file="$STATE/pki/sa.pub" --service-account-signing-key-file="$STATE/pki/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction,PodTopologyLabels \
+    --feature-gates=PodTopologyLabelsAdmission=true \
     --allow-privileged=true --profiling=false --v=1
   wait_for "kube-apiserver" kube-apiserver kubectl_ get --raw /readyz
 

@@ -126,6 +126,11 @@ export function validateSpec(spec: DynamoClusterSpec): string[] {
       `spec.nodes x spec.tokensPerNode (${spec.nodes} x ${spec.tokensPerNode}) must be at most ${MAX_TOTAL_TOKENS} (the token ConfigMap must stay under 1 MiB)`,
     );
   }
+  if (!isLabelKey(spec.rackTopologyKey)) {
+    problems.push(
+      `spec.rackTopologyKey must be a label key such as topology.kubernetes.io/zone, got '${String(spec.rackTopologyKey)}'`,
+    );
+  }
   const bytes = parseQuantity(spec.storage.size);
   if (bytes === undefined || bytes <= 0) {
     problems.push(`spec.storage.size must be a positive quantity such as 10Gi, got '${spec.storage.size}'`);

@@ -105,6 +105,11 @@ describe('dynamo-kv on a real single-node Kubernetes', () => {
       5 * 60_000,
     );
     await demo.waitSettled(3);
+    // Each node's rack is its Kubernetes node's zone (hack/local-k8s.sh labels the node; the API server
+    // copies the label onto each pod as it is bound), so replicas spread over zones.
+    const [first] = await demo.pods();
+    const racks = (await demo.ring(first!)).map((m) => `${m.id}=${m.rack ?? 'none'}`);
+    expect(racks.sort()).toEqual(['demo-0=local-a', 'demo-1=local-a', 'demo-2=local-a']);
     // An owned object deleted by hand is repaired at once (the operator watches it), not at the 60 s resync.
     const deleted = Date.now();
     await kube.kubectl(['delete', 'service', '-n', NS, 'demo', '--wait=true']);

@@ -216,6 +216,15 @@ describe('buildStatefulSet', () => {
     expect(keepImmutableFields(sts(), undefined)).toEqual(sts());
   });
 
+  it("gives each node its rack from the pod's copy of its node's zone label", () => {
+    const env = (spec?: Parameters<typeof sts>[0]) =>
+      sts(spec).spec?.template.spec?.containers[0]?.env?.find((e) => e.name === 'DYNAMO_RACK');
+    expect(env()?.valueFrom?.fieldRef?.fieldPath).toBe("metadata.labels['topology.kubernetes.io/zone']");
+    expect(env({ rackTopologyKey: 'example.com/rack' })?.valueFrom?.fieldRef?.fieldPath).toBe(
+      "metadata.labels['example.com/rack']",
+    );
+  });
+
   it('spreads pods across hostnames and the rack topology key', () => {
     const terms = sts({ rackTopologyKey: 'example.com/rack' }).spec?.template.spec?.affinity?.podAntiAffinity
       ?.preferredDuringSchedulingIgnoredDuringExecution;

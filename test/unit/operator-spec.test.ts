@@ -149,6 +149,22 @@ describe('validateSpec', () => {
     ]);
   });
 
+  it('accepts label keys as rack keys and refuses anything the pod fieldPath or the API would not take', () => {
+    for (const key of ['topology.kubernetes.io/zone', 'rack', 'example.com/my_rack.1']) {
+      expect(validateSpec(withDefaults({ rackTopologyKey: key }))).toEqual([]);
+    }
+    for (const key of ["zone']", 'a/b/c', '/zone', 'Example.com/rack', `${'x'.repeat(64)}`, 'zone-']) {
+      expect(validateSpec(withDefaults({ rackTopologyKey: key }))).toEqual([
+        `spec.rackTopologyKey must be a label key such as topology.kubernetes.io/zone, got '${key}'`,
+      ]);
+    }
+    // The CRD's own pattern agrees: a kubectl apply with a bad key is refused before the operator sees it.
+    const pattern = new RegExp(at('rackTopologyKey').pattern!);
+    expect(pattern.test('topology.kubernetes.io/zone')).toBe(true);
+    expect(pattern.test("zone']")).toBe(false);
+    expect(pattern.test('a/b/c')).toBe(false);
+  });
+
   it('rejects more tokens than the token ConfigMap can hold', () => {
     expect(validateSpec(withDefaults({ nodes: 200, tokensPerNode: 256 }))[0]).toMatch(/at most 28000/);
   });

@@ -79,6 +79,12 @@ export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvV
     { name: 'DYNAMO_NODE_ID', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    // The node's rack: its zone label as Kubernetes (1.35+, PodTopologyLabelsAdmission) copies it from
+    // the pod's node onto the pod when the pod is bound; empty (no rack) where it does not.
+    {
+      name: 'DYNAMO_RACK',
+      valueFrom: { fieldRef: { fieldPath: `metadata.labels['${spec.rackTopologyKey}']` } },
+    },
     { name: 'DYNAMO_CLUSTER_NAME', value: name },
     { name: 'DYNAMO_HTTP_HOST', value: '0.0.0.0' },
     { name: 'DYNAMO_HTTP_PORT', value: String(HTTP_PORT) },
