@@ -335,7 +335,7 @@ export const SETTINGS: readonly Setting[] = [
     env: 'DYNAMO_RACK',
     kind: 'string',
     default: '',
-    doc: 'Rack or zone label of this node; replicas prefer distinct racks.',
+    doc: 'Rack or zone label of this node; replicas prefer distinct racks. Gossip membership: fixed at the first start and kept in the data directory, like the tokens (a different value later is logged and not taken).',
   },
   {
     key: 'dataDir',

@@ -24,7 +24,7 @@ import { EntrySigner } from './membership/entry-signing.js';
 import { GossipMembership, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
 import type { Member, Membership } from './membership/membership.js';
-import { KnownMembers, nextGeneration } from './membership/persisted.js';
+import { KnownMembers, keptRack, nextGeneration } from './membership/persisted.js';
 import { loadClusterFile, parseMembers, StaticMembership } from './membership/static.js';
 import { NodeMetrics, type PeerErrorKind } from './metrics/metrics.js';
 import { checkReply } from './protocol/replies.js';
@@ -251,12 +251,13 @@ export async function startNode(
   // The transport is made below; gossip only sends once the node has started.
   const generation = config.seeds ? await nextGeneration(store) : 0;
   const known = config.seeds ? await KnownMembers.load(store, log) : undefined;
+  const rack = known ? await keptRack(store, config.nodeId, config.rack, known.entries, log) : config.rack;
   // --bootstrap counts only on a first start: a node that was ever up, or knew other members, rejoins
   // the cluster it belonged to (a founder restarted alone must not found a second ring).
   const firstStart = (!record || record.state === 'joining') && (known?.entries.length ?? 0) === 0;
   const gossip = known
     ? gossipMembership(
-        config,
+        { ...config, rack },
         log,
         tokens,
         status,

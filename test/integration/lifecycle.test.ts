@@ -12,7 +12,7 @@ const FLAGS = ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '20
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface RingView {
-  members: Array<{ id: string; state: string }>;
+  members: Array<{ id: string; state: string; rack: string | null }>;
 }
 const ringOf = async (url: string) => ((await (await fetch(`${url}/admin/ring`)).json()) as RingView).members;
 
@@ -121,6 +121,23 @@ describe('membership lifecycle', () => {
     console.log(
       `clock set back 1 h: up on every peer and hints drained ${seconds.toFixed(1)} s after restart`,
     );
+  });
+
+  it('a node restarted with another rack keeps the one it joined with: replicas do not move unstreamed', async () => {
+    const racks: Record<string, string> = { n1: 'zone-a', n2: 'zone-b', n3: 'zone-c' };
+    c = await TestCluster.start(3, FLAGS, { gossip: true, perNode: (id) => ['--rack', racks[id]!] });
+    const rackOf = async (url: string, id: string) => {
+      return (await ringOf(url)).find((m) => m.id === id)?.rack;
+    };
+    await waitFor('every member sees n3 in zone-c', async () => (await rackOf(c!.url(0), 'n3')) === 'zone-c');
+    // Restarted as if its pod's zone label had changed: it keeps zone-c, everywhere.
+    await c.kill(2);
+    await c.startNode(2, true, { args: ['--rack', 'zone-z'] });
+    expect(await rackOf(c.url(2), 'n3')).toBe('zone-c');
+    await waitFor('n1 sees n3 up again', async () =>
+      (await ringOf(c!.url(0))).some((m) => m.id === 'n3' && m.state === 'up'),
+    );
+    expect(await rackOf(c.url(0), 'n3')).toBe('zone-c');
   });
 
   it('a one-node cluster restarted (kill -9) serves again on its own ring', async () => {
