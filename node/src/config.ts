@@ -35,6 +35,7 @@ export interface NodeConfig {
   clusterFile: string;
   tokens: number;
   initialTokens: string;
+  rejoinAfterLeave: boolean;
   ringSettleMs: number;
   streamMibPerSecond: number;
   rack: string;
@@ -310,6 +311,14 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: '',
     doc: "Gossip membership: comma-separated tokens (32 hex digits each) this node claims when it first joins (the operator assigns balanced ones). Empty: a node joining an existing ring claims --tokens tokens that balance replica ownership (the first node: tokens derived from its id). Kept in the data directory: later starts reuse the node's tokens.",
+  },
+  {
+    key: 'rejoinAfterLeave',
+    flag: 'rejoin-after-leave',
+    env: 'DYNAMO_REJOIN_AFTER_LEAVE',
+    kind: 'bool',
+    default: false,
+    doc: 'Gossip membership: a node started on the data directory of a decommission it completed (`left`: its data streamed to the remaining members, its hints handed over) clears that data, keeping only its gossip generation, member table and bucket props, and joins again as a new member (tokens from --initial-tokens, else balanced ones). Without it such a node refuses to start (`decommissioned`). A member removed by an admin without handing over is never cleared (`removed_member`). The operator sets it.',
   },
   {
     key: 'ringSettleMs',

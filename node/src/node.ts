@@ -39,12 +39,16 @@ import { WatchedFiles } from './runtime/watched-files.js';
 import { ObjectStore } from './storage/store.js';
 import { Cleanup } from './streaming/cleanup.js';
 import { StaticRebuild } from './streaming/rebuild.js';
+import { clearAfterLeave, HINTS_KEY_SPACE } from './streaming/rejoin.js';
 import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';
 import { TcpTransport } from './transport/tcp.js';
 import { PeerTls } from './transport/tls.js';
 import { derivedContextSecret } from './version/index.js';
+
+/** The replica requests about objects: a node that has left answers none of them. */
+const OBJECT_OPS: ReadonlySet<string> = new Set(['get', 'put', 'merge', 'put.hint', 'hint.store', 'reap']);
 
 export interface RunningNode {
   httpPort: number;
@@ -236,15 +240,25 @@ export async function startNode(
   const auth = config.authTokensFile ? new Authenticator(config.authTokensFile, log) : undefined;
   if (!auth) log.warn('no --auth-tokens-file: the HTTP API is open to anyone who can reach it');
   const store = await ObjectStore.open(config.dataDir, { syncWrites: config.syncWrites });
-  const record = config.seeds ? await loadNodeRecord(store) : undefined;
-  if (record?.state === 'left') {
+  const indexFile = join(config.dataDir, 'anti-entropy.index');
+  let record = config.seeds ? await loadNodeRecord(store) : undefined;
+  let tokens: Token[];
+  try {
+    if (record?.state === 'left') {
+      await clearAfterLeave(store, {
+        nodeId: config.nodeId,
+        dataDir: config.dataDir,
+        rejoin: config.rejoinAfterLeave,
+        derivedFiles: [indexFile],
+        log,
+      });
+      record = undefined;
+    }
+    tokens = ownTokens(config, record);
+  } catch (err) {
     await store.close();
-    throw new InvalidRequestError(
-      'decommissioned',
-      `node ${config.nodeId} was decommissioned and has left the cluster; to join again, start it with an empty --data-dir (${config.dataDir})`,
-    );
+    throw err;
   }
-  const tokens = ownTokens(config, record);
   // A node that has never finished joining starts as joining; a restarted one as it was.
   const status: MemberStatus =
     record?.state === 'up' || record?.state === 'leaving' ? record.state : 'joining';
@@ -286,7 +300,7 @@ export async function startNode(
     }
     return counts;
   };
-  const hints = await HintQueue.open(store.keySpace('h:'), {
+  const hints = await HintQueue.open(store.keySpace(HINTS_KEY_SPACE), {
     windowMs: config.hintWindowMs,
     ratePerSecond: config.hintRatePerSecond,
     redundant: (hint) => hintRouter.redundant(hint),
@@ -372,7 +386,7 @@ export async function startNode(
     depth: config.merkleDepth,
     timeoutMs: config.requestTimeoutMs,
     log,
-    indexFile: join(config.dataDir, 'anti-entropy.index'),
+    indexFile,
     onExchange: (peer, divergent, repaired, bytes, cpuMicros) => {
       metrics.merkleDivergent.set({ peer }, divergent);
       metrics.merkleLastExchange.set({ peer }, Date.now() / 1000);
@@ -407,6 +421,10 @@ export async function startNode(
         // A node being rebuilt takes writes but answers no read: its empty copy must not count towards R.
         if (req.op === 'get' && rebuild && !rebuild.serving)
           throw new NotReadyError('this replica is being rebuilt and answers no read yet');
+        // A node that has left replicates nothing: a write it took now could be the only copy of it on a
+        // node that is about to go (its data directory is cleared when it rejoins: --rejoin-after-leave).
+        if (gossip?.status === 'removed' && OBJECT_OPS.has(req.op))
+          throw new NotReadyError('this node has left the cluster');
         try {
           return await replica.handle(req);
         } catch (err) {
@@ -597,6 +615,7 @@ export async function startNode(
     ready: () =>
       ready && (gossip?.hasJoined ?? true) && (streamer?.serving ?? true) && (rebuild?.serving ?? true),
     notServing: () => {
+      if (gossip?.status === 'removed') return 'this node has left the cluster';
       if (gossip && !gossip.hasJoined) return 'this node has not yet heard from its cluster';
       if (streamer?.joining) return 'this node is joining: its ranges are streaming in';
       if (rebuild && !rebuild.serving) return 'this node is being rebuilt from the other members';

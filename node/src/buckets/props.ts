@@ -28,6 +28,8 @@ export interface StampedProps {
 export const MAX_N = 16;
 /** Longest time-to-live accepted, in seconds (10 years). */
 export const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
+/** Metadata names of the stored props: `props:<bucket>`. */
+export const PROPS_META_PREFIX = 'props:';
 const FIELDS = new Set(['n', 'r', 'w', 'conflict', 'ttl']);
 
 const bad = (message: string) => new InvalidRequestError('invalid_props', message);
@@ -84,7 +86,7 @@ export class BucketPropsTable {
 
   static async load(store: ObjectStore, defaults: BucketProps): Promise<BucketPropsTable> {
     const t = new BucketPropsTable(store, defaults);
-    for (const [, bytes] of await store.listMeta('props:')) {
+    for (const [, bytes] of await store.listMeta(PROPS_META_PREFIX)) {
       const stamped = JSON.parse(bytes.toString('utf8')) as StampedProps;
       t.table.set(stamped.bucket, stamped);
     }
@@ -107,7 +109,7 @@ export class BucketPropsTable {
     if (!newer(stamped, this.table.get(stamped.bucket))) return false;
     const before = this.get(stamped.bucket);
     this.table.set(stamped.bucket, stamped);
-    await this.store.putMeta(`props:${stamped.bucket}`, Buffer.from(JSON.stringify(stamped)));
+    await this.store.putMeta(`${PROPS_META_PREFIX}${stamped.bucket}`, Buffer.from(JSON.stringify(stamped)));
     const after = this.get(stamped.bucket);
     for (const listener of this.listeners) await listener(stamped.bucket, before, after);
     return true;

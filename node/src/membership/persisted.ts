@@ -18,6 +18,11 @@ import { type MemberEntry, validateEntry } from './gossip-state.js';
 const GENERATION = 'gossip-generation';
 const MEMBERS = 'gossip-members';
 const RACK = 'gossip-rack';
+/**
+ * The metadata entries this module keeps when a node rejoins after leaving (streaming/rejoin.ts): not its
+ * rack, which a new member takes afresh.
+ */
+export const MEMBERSHIP_META: readonly string[] = [GENERATION, MEMBERS];
 
 export async function nextGeneration(store: ObjectStore, now: number = Date.now()): Promise<number> {
   const saved = await store.getMeta(GENERATION);

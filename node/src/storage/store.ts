@@ -258,6 +258,21 @@ export class ObjectStore {
   }
 
   /**
+   * Deletes every object, every key space's entries and the metadata keep does not name, then the
+   * metadata entry `last` (synced): a crash midway leaves `last` for the caller to find and finish with.
+   * Only before the node serves (nothing else writes meanwhile).
+   */
+  async clearAllBut(keep: (name: string) => boolean, last: string): Promise<void> {
+    await this.db.clear({ lt: META });
+    await this.db.clear({ gte: `${META}\uffff` });
+    for (const [name] of await this.listMeta(''))
+      if (name !== last && !keep(name)) await this.db.del(META + name);
+    await this.db.del(META + last, { sync: true });
+    this.heldObjects = false;
+    this.keys = 0;
+  }
+
+  /**
    * A separate key space of this database (e.g. hints, Merkle metadata), named by a prefix that is not
    * "o:" or "m:". Its writes are synced like objects' when --sync-writes is on.
    */

@@ -94,7 +94,8 @@ interface StreamRecord {
 
 const RING_SIZE = 1n << 128n;
 const RETRY_MS = 1000;
-const NODE_RECORD = 'node';
+/** The metadata entry of the NodeRecord. */
+export const NODE_RECORD = 'node';
 const STREAM_RECORD = 'stream';
 
 export async function loadNodeRecord(store: ObjectStore): Promise<NodeRecord | undefined> {
