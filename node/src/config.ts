@@ -60,6 +60,7 @@ export interface NodeConfig {
   hintDeliveryIntervalMs: number;
   ttlSweepIntervalMs: number;
   logLevel: string;
+  terminationMessageFile: string;
 }
 
 type Kind = 'string' | 'int' | 'bool';
@@ -532,6 +533,14 @@ export const SETTINGS: readonly Setting[] = [
     kind: 'string',
     default: 'info',
     doc: 'Log level: fatal, error, warn, info, debug, trace.',
+  },
+  {
+    key: 'terminationMessageFile',
+    flag: 'termination-message-file',
+    env: 'DYNAMO_TERMINATION_MESSAGE_FILE',
+    kind: 'string',
+    default: '',
+    doc: "File the node writes why it could not start to (`<code>: <message>`, e.g. `token_mismatch: ...`) before it exits: Kubernetes shows it as the container's termination message when it is /dev/termination-log. Empty: none.",
   },
 ];
 

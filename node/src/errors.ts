@@ -24,6 +24,21 @@ export class InvalidRequestError extends DynamoError {
   }
 }
 
+/**
+ * A gossip node whose data directory holds tokens other than those --initial-tokens assigns it: the
+ * directory is another ring's (a cluster re-created with the same name meeting an old volume), and
+ * serving on it would put the node where the cluster does not expect it.
+ */
+export class TokenMismatchError extends InvalidRequestError {
+  constructor(node: string, dataDir: string, held: number, assigned: number, foreign: number) {
+    super(
+      'token_mismatch',
+      `node ${node}'s data directory (${dataDir}) holds the ${held} tokens it claimed before, but --initial-tokens assigns it ${assigned} tokens, ${foreign} of them not among those: the directory belongs to another ring (a cluster re-created with the same name meeting an old volume?). Refusing to serve on it: empty the data directory (its data is lost) or give the node the tokens it holds`,
+    );
+    this.name = 'TokenMismatchError';
+  }
+}
+
 /** A request without valid credentials, where the node requires them. */
 export class UnauthenticatedError extends DynamoError {
   readonly status = 401;

@@ -18,6 +18,7 @@ import {
   NotReadyError,
   RemoteError,
   RequestTimeoutError,
+  TokenMismatchError,
 } from './errors.js';
 import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
 import { EntrySigner } from './membership/entry-signing.js';
@@ -164,12 +165,26 @@ export function nodeLogger(level: string): Logger {
 
 /**
  * This node's tokens: those it already claimed (kept in its database), else --initial-tokens, else
- * --tokens derived from its id. Throws InvalidRequestError on malformed --initial-tokens.
+ * --tokens derived from its id. Throws InvalidRequestError on malformed --initial-tokens, and
+ * TokenMismatchError when the claimed ones are not those --initial-tokens names: the tokens a node
+ * was assigned never change, so the data directory is another ring's (invariant 15).
  */
 function ownTokens(config: NodeConfig, record: NodeRecord | undefined): Token[] {
-  if (record) return record.tokens;
-  if (!config.initialTokens) return generateTokens(config.nodeId, config.tokens);
-  const tokens = config.initialTokens.split(',').map((t) => t.trim().toLowerCase());
+  const initial = config.initialTokens ? parseInitialTokens(config.initialTokens) : undefined;
+  if (record) {
+    if (initial !== undefined) {
+      const held = new Set(record.tokens);
+      const foreign = initial.filter((t) => !held.has(t)).length;
+      if (foreign > 0 || initial.length !== held.size)
+        throw new TokenMismatchError(config.nodeId, config.dataDir, held.size, initial.length, foreign);
+    }
+    return record.tokens;
+  }
+  return initial ?? generateTokens(config.nodeId, config.tokens);
+}
+
+function parseInitialTokens(list: string): Token[] {
+  const tokens = list.split(',').map((t) => t.trim().toLowerCase());
   const bad = tokens.find((t) => !isToken(t));
   if (bad !== undefined)
     throw new InvalidRequestError('invalid_config', `--initial-tokens: '${bad}' is not a 32-hex-digit token`);

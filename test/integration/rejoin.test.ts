@@ -2,8 +2,13 @@
  * What a node does with a data directory that is no longer its place in the ring, on real node
  * processes: one it left by a decommission (everything handed over) is cleared with
  * --rejoin-after-leave and the node joins again as a new member, and nothing deleted meanwhile comes
- * back; one whose member an admin removed keeps refusing, flag or not.
+ * back; one whose member an admin removed keeps refusing, flag or not; one whose tokens are not those
+ * --initial-tokens assigns refuses with token_mismatch. Each refusal is written to the termination
+ * message file, as Kubernetes shows it.
  */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AckChecker } from './ack-checker.js';
 import { metric, readValues, TestCluster, waitFor } from './harness.js';
@@ -76,7 +81,11 @@ describe('a data directory that is not the node’s place in the ring', () => {
     }
 
     // Without the flag it refuses, and says how to rejoin.
-    await expect(c.startNode(3)).rejects.toThrow(/was decommissioned.*--rejoin-after-leave/);
+    const message = join(c.nodes[3]!.dataDir, '..', 'n4.termination-log');
+    await expect(c.startNode(3, true, { args: ['--termination-message-file', message] })).rejects.toThrow(
+      /was decommissioned.*--rejoin-after-leave/,
+    );
+    expect(readFileSync(message, 'utf8')).toMatch(/^decommissioned: node n4 was decommissioned/);
 
     // With it, it clears its old data and joins again: up as its peers see it, serving every key.
     await c.startNode(3, true, { args: ['--rejoin-after-leave'] });
@@ -94,9 +103,33 @@ describe('a data directory that is not the node’s place in the ring', () => {
     await c.kill(3);
     await waitFor('n1 holds n4 down', async () => (await stateOf(c!.url(0), 'n4')) === 'down', 30_000);
     expect((await fetch(`${c.url(0)}/admin/members/n4/remove`, { method: 'POST' })).status).toBe(200);
-    const args = ['--rejoin-after-leave'];
+    const args = ['--rejoin-after-leave', '--termination-message-file', message];
     await expect(c.startNode(3, true, { args })).rejects.toThrow(/removed_member|was removed/);
+    expect(readFileSync(message, 'utf8')).toMatch(/^removed_member: node n4 was removed/);
     // Its data directory was kept: it refuses again, the same way.
     await expect(c.startNode(3, true, { args })).rejects.toThrow(/was removed/);
   }, 240_000);
+
+  it('refuses to serve on tokens other than those --initial-tokens assigns, and serves on its own', async () => {
+    c = await TestCluster.start(2, FAST, { gossip: true });
+    const own = (await ring(c.url(0), true)).members.find((m) => m.id === 'n2')!.tokens!;
+    expect(own).toHaveLength(64);
+    await c.kill(1);
+    // As a cluster re-created with the same name meets an old volume: 16 new tokens for a node that holds 64.
+    const other = Array.from({ length: 16 }, () => randomBytes(16).toString('hex'));
+    const message = join(c.nodes[1]!.dataDir, '..', 'n2.termination-log');
+    await expect(
+      c.startNode(1, true, {
+        args: ['--initial-tokens', other.join(','), '--termination-message-file', message],
+      }),
+    ).rejects.toThrow(
+      /token_mismatch|holds the 64 tokens it claimed before, but --initial-tokens assigns it 16/,
+    );
+    expect(readFileSync(message, 'utf8')).toMatch(
+      /^token_mismatch: node n2's data directory .* holds the 64 tokens/,
+    );
+    // The tokens it holds, in any order, are its assignment: it serves.
+    await c.startNode(1, true, { args: ['--initial-tokens', [...own].reverse().join(',')] });
+    expect((await ring(c.url(0), true)).members.find((m) => m.id === 'n2')?.tokens).toEqual(own);
+  }, 60_000);
 });

@@ -6,7 +6,8 @@ import { DynamoClient, type Quorum } from '../client/client.js';
 import { clientOptionsFromEnv, defaultEndpoint } from '../client/environment.js';
 import { loadConfig, settingOptions } from '../config.js';
 import { DynamoError, NotFoundError, QuorumNotMetError } from '../errors.js';
-import { startNode } from '../node.js';
+import { type RunningNode, startNode } from '../node.js';
+import { writeTerminationMessage } from '../runtime/termination.js';
 import { cmdCleanup, cmdDecommission, cmdStatus } from './admin.js';
 import { runLocalCluster } from './local.js';
 
@@ -49,8 +50,16 @@ function int(name: string, raw: string | undefined, fallback: number, min: numbe
 
 async function cmdNode(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: settingOptions(), strict: true });
-  const config = loadConfig(values);
-  const node = await startNode(config);
+  let node: RunningNode;
+  try {
+    node = await startNode(loadConfig(values));
+  } catch (err) {
+    // Where Kubernetes (or any supervisor) shows why the container stopped; main then exits non-zero.
+    const file = values['termination-message-file'] ?? process.env.DYNAMO_TERMINATION_MESSAGE_FILE ?? '';
+    const failed = writeTerminationMessage(String(file), err);
+    if (failed) console.error(`dynamo: ${failed}`);
+    throw err;
+  }
   let closing = false;
   const stop = async (signal: string) => {
     if (closing) return;
