@@ -661,13 +661,14 @@ export class Reconciler {
     }
     const claim = pvcName(name, ordinal);
     const state = ctx.decommissioning?.state;
+    const handedOver = HANDED_OVER.has(state ?? '');
     if (ctx.spec.storage.retainOnScaleDown) {
       await this.event(ctx, {
         type: 'Normal',
         reason: 'VolumeRetained',
         message: `kept ${claim} (retainOnScaleDown)`,
       });
-    } else if (!HANDED_OVER.has(state ?? '')) {
+    } else if (!handedOver) {
       // The StatefulSet lost the pod without the node having left (scaled by hand, or the member was
       // removed): its volume may hold the only copy of acknowledged writes and of the hints it stood in for.
       await this.event(ctx, {
@@ -678,7 +679,9 @@ export class Reconciler {
     } else if (await this.deps.kube.remove(ref('v1', 'PersistentVolumeClaim', namespace, claim))) {
       await this.event(ctx, { type: 'Normal', reason: 'VolumeDeleted', message: `deleted ${claim}` });
     }
-    if (ctx.tokens.has(node)) {
+    // Its tokens go only with its data. A node that did not hand over is still where the ring has it: scaled
+    // up again it comes back on its volume, which holds these tokens (any others it refuses: token_mismatch).
+    if (handedOver && ctx.tokens.has(node)) {
       const remaining = new Map(ctx.tokens);
       remaining.delete(node);
       await this.writeTokens(ctx, remaining);

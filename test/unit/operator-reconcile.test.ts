@@ -322,6 +322,9 @@ describe('Reconciler', () => {
     expect(env.replicas()).toBe(3);
     expect(env.kube.writes.some((w) => w.startsWith('delete PersistentVolumeClaim'))).toBe(false);
     expect(env.kube.events.map((e) => e.reason)).toContain('VolumeRetained');
+    // It left, so its tokens went with its data: scaled up again, it joins anew with new ones (its node
+    // clears the retained volume first: --rejoin-after-leave).
+    expect(env.tokens().has('demo-3')).toBe(false);
   });
 
   it('stops the scale-down and says why when the decommission fails', async () => {
@@ -361,9 +364,10 @@ describe('Reconciler', () => {
     );
   });
 
-  it('keeps the claim of a node the StatefulSet lost before it had left (scaled by hand), and says why', async () => {
+  it('keeps the claim and tokens of a node the StatefulSet lost before it had left (scaled by hand), and says why', async () => {
     const env = setup({ ...SMALL, nodes: 4 });
     await settle(env);
+    const assigned = env.tokens().get('demo-3');
     env.kube.setSpec({ ...SMALL, nodes: 3 });
     env.nodes.stepsToLeave = 100;
     await env.reconcile(); // records the intent
@@ -382,6 +386,12 @@ describe('Reconciler', () => {
         message: expect.stringMatching(/kept data-demo-3: .*last state: leaving/),
       }),
     );
+    // Its volume holds these tokens: scaled up again, it comes back with them (a node refuses others).
+    expect(env.tokens().get('demo-3')).toEqual(assigned);
+    env.kube.setSpec({ ...SMALL, nodes: 4 });
+    await settle(env);
+    expect(env.replicas()).toBe(4);
+    expect(env.tokens().get('demo-3')).toEqual(assigned);
   });
 
   it('keeps the claim of a member an admin removed: it may hold the last copy of writes and hints', async () => {
