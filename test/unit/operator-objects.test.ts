@@ -150,6 +150,16 @@ describe('buildStatefulSet', () => {
     expect(names.indexOf('DYNAMO_NODE_ID')).toBeLessThan(names.indexOf('DYNAMO_ADVERTISE'));
   });
 
+  it('lets a node on a claim it left clear it and rejoin, and puts why a node cannot start in its pod status', () => {
+    const env = envOf();
+    expect(env.get('DYNAMO_REJOIN_AFTER_LEAVE')?.value).toBe('true');
+    expect(env.get('DYNAMO_TERMINATION_MESSAGE_FILE')?.value).toBe('/dev/termination-log');
+    const container = sts().spec?.template.spec?.containers[0];
+    expect(container?.terminationMessagePath).toBe('/dev/termination-log');
+    // A start script that fails before the node runs is reported by its last log lines.
+    expect(container?.terminationMessagePolicy).toBe('FallbackToLogsOnError');
+  });
+
   it('passes the ring settings from the spec', () => {
     const env = envOf({
       tokensPerNode: 64,

@@ -32,6 +32,8 @@ export const AUTH_DIR = '/etc/dynamo/auth';
 export const TOKENS_WAIT_SECONDS = 120;
 /** Startup probe failures allowed (every 5 s): how long a node may take to answer /health the first time. */
 export const STARTUP_PROBE_FAILURES = 120;
+/** Where the kubelet reads a container's termination message (its default path). */
+export const TERMINATION_MESSAGE_PATH = '/dev/termination-log';
 /** Annotation on the StatefulSet: the TLS mode its nodes were created with (see Reconciler.observe). */
 export const TLS_MODE_ANNOTATION = 'dynamokv.io/tls-mode';
 
@@ -96,6 +98,12 @@ export function nodeEnv(cluster: DynamoCluster, spec: DynamoClusterSpec): V1EnvV
     { name: 'DYNAMO_SEEDS', value: seedAddresses(cluster, spec.seeds).join(',') },
     { name: 'DYNAMO_TOKENS', value: String(spec.tokensPerNode) },
     { name: 'DYNAMO_DATA_DIR', value: DATA_DIR },
+    // A claim kept after its node left (retainOnScaleDown) holds only data handed over: scaled up again, the
+    // node clears it and joins as a new member instead of refusing to start for ever.
+    { name: 'DYNAMO_REJOIN_AFTER_LEAVE', value: 'true' },
+    // Why a node could not start (token_mismatch, removed_member, ...) lands in the pod's status, where the
+    // operator reports it (node-failures.ts).
+    { name: 'DYNAMO_TERMINATION_MESSAGE_FILE', value: TERMINATION_MESSAGE_PATH },
     { name: 'DYNAMO_DEFAULT_N', value: String(spec.replication.n) },
     { name: 'DYNAMO_DEFAULT_R', value: String(spec.replication.r) },
     { name: 'DYNAMO_DEFAULT_W', value: String(spec.replication.w) },
@@ -187,6 +195,9 @@ export function buildStatefulSet(
               image: spec.image,
               imagePullPolicy: spec.imagePullPolicy,
               command: ['sh', '-c', NODE_START_SCRIPT],
+              // The node writes its fatal reason there; a failure before it runs (the start script) shows its log.
+              terminationMessagePath: TERMINATION_MESSAGE_PATH,
+              terminationMessagePolicy: 'FallbackToLogsOnError',
               ports: [
                 { name: 'http', containerPort: HTTP_PORT, protocol: 'TCP' },
                 { name: 'peer', containerPort: PEER_PORT, protocol: 'TCP' },
