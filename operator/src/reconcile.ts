@@ -28,6 +28,7 @@ import {
   tokenConfigMapName,
 } from './names.js';
 import type { NodeAccess, NodeAdmin, NodeUrlResolver } from './node-admin.js';
+import { failureEvent, type NodeFailure, nodeFailures, withNodeFailures } from './node-failures.js';
 import { buildAuthSecret, operatorToken } from './objects/auth.js';
 import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
 import { buildNetworkPolicy } from './objects/network-policy.js';
@@ -87,6 +88,8 @@ export interface ReconcileContext {
   tokenConfigMap?: V1ConfigMap;
   tokens: TokenAssignments;
   pods: PodView[];
+  /** Node pods that keep failing with a reason (node-failures.ts). */
+  nodeFailures?: NodeFailure[];
   decision?: ScalingDecision;
   decommissioning: DecommissionRecord | null;
   decommissionProblem?: string;
@@ -212,6 +215,8 @@ export class Reconciler {
     ctx.tokenConfigMap = tokenConfigMap;
     ctx.tokens = parseAssignments(tokenConfigMap?.data);
     ctx.pods = podViews(name, pods);
+    ctx.nodeFailures = nodeFailures(name, pods);
+    for (const failure of ctx.nodeFailures) await this.event(ctx, failureEvent(failure));
     ctx.tlsSecret = tlsSecret;
     ctx.access = { ca: secretFiles(tlsSecret)[CA_CERT_KEY], token: operatorToken(authSecret) };
     this.keepTlsMode(ctx);
@@ -757,7 +762,7 @@ export class Reconciler {
 
   private async writeStatus(ctx: ReconcileContext, log: Logger): Promise<void> {
     const replicas = ctx.statefulSet?.spec?.replicas ?? 0;
-    const status = buildStatus({
+    const built = buildStatus({
       cluster: ctx.cluster.metadata.name,
       generation: ctx.cluster.metadata.generation ?? 0,
       desiredNodes: ctx.spec.nodes,
@@ -772,6 +777,8 @@ export class Reconciler {
       previous: ctx.cluster.status,
       now: this.now(),
     });
+    const generation = ctx.cluster.metadata.generation ?? 0;
+    const status = withNodeFailures(built, ctx.nodeFailures ?? [], generation, this.now());
     // An unknown mode (a CRD older than this operator let it through) has no place in the status schema.
     if ((TLS_MODES as readonly string[]).includes(ctx.spec.tls.mode)) status.tls = this.tlsStatus(ctx);
     if (sameStatus(ctx.cluster.status, status)) return;

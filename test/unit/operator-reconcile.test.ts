@@ -521,6 +521,42 @@ describe('Reconciler', () => {
     expect(founder(env)).toBeUndefined();
     expect([...env.tokens().keys()]).toEqual(['demo-0', 'demo-1', 'demo-2']);
   });
+
+  it('reports a node that cannot start, with its own reason, as Degraded and one Warning event', async () => {
+    // A new cluster meeting the old volume of a cluster of the same name: pod 0 refuses its tokens.
+    const env = setup(SMALL);
+    await env.reconcile();
+    const message =
+      "token_mismatch: node demo-0's data directory (/var/lib/dynamo) holds the 256 tokens it claimed before, but --initial-tokens assigns it 8 tokens, 8 of them not among those";
+    env.kube.runPods(() => false);
+    env.kube.pods[0]!.status!.containerStatuses = [
+      {
+        name: 'dynamo',
+        image: 'dynamo-kv',
+        imageID: '',
+        ready: false,
+        restartCount: 4,
+        state: { waiting: { reason: 'CrashLoopBackOff' } },
+        lastState: { terminated: { exitCode: 2, message } },
+      },
+    ];
+    await env.reconcile();
+    await env.reconcile();
+    const status = env.kube.cluster.status;
+    expect(status?.phase).toBe('Degraded');
+    expect(status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'TokenMismatch',
+      message: `demo-0 cannot start (restarted 4 times): ${message}`,
+    });
+    expect(env.kube.events.filter((e) => e.reason === 'TokenMismatch')).toEqual([
+      { type: 'Warning', reason: 'TokenMismatch', message: `demo-0 cannot start: ${message}` },
+    ]);
+    // Once the node serves (its volume emptied), the cluster is no longer degraded.
+    env.kube.runPods(() => true);
+    await env.reconcile();
+    expect(env.kube.cluster.status?.conditions?.find((c) => c.type === 'Degraded')?.status).toBe('False');
+  });
 });
 
 describe('the context secret', () => {

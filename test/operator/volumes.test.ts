@@ -1,0 +1,156 @@
+/**
+ * What the operator tells users about nodes whose volume is not theirs, against a real kube-apiserver (with
+ * kube-controller-manager: the StatefulSet controller makes the pods, the garbage collector cascades deletes).
+ * There is no kubelet: the test writes a node pod's status as the kubelet would for a container that keeps
+ * exiting with a termination message (a new cluster meeting an old volume: token_mismatch), and the reconciler
+ * must say so in the Degraded condition and a Warning event, naming the pod and the node's reason.
+ */
+import { readFileSync } from 'node:fs';
+import {
+  ApiextensionsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  loadYaml,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1CustomResourceDefinition,
+} from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DynamoCluster } from '../../operator/src/api-types.js';
+import { ClientNodeKubeApi } from '../../operator/src/kube.js';
+import type { NodeAdmin, RingView } from '../../operator/src/node-admin.js';
+import { Reconciler } from '../../operator/src/reconcile.js';
+import type { NodeStatus } from '../../operator/src/scaling.js';
+import { waitFor } from '../integration/harness.js';
+import { type ControlPlane, startControlPlane } from './control-plane.js';
+
+const BUILD_TIMEOUT_MS = 45 * 60_000;
+const CRD = new URL('../../crds/dynamokv.io_dynamoclusters.yaml', import.meta.url);
+const NS = 'dyn-volumes';
+const GROUP = { group: 'dynamokv.io', version: 'v1alpha1', plural: 'dynamoclusters' };
+// Small and plain: no certificates to issue, one node.
+const SPEC = {
+  nodes: 1,
+  tokensPerNode: 8,
+  replication: { n: 1, r: 1, w: 1 },
+  storage: { size: '1Gi' },
+  tls: { mode: 'disabled' },
+};
+
+/** Node admin APIs that answer; no pod becomes ready here, so the reconciler hardly calls them. */
+class QuietNodes implements NodeAdmin {
+  async decommission(): Promise<NodeStatus> {
+    return { state: 'left', stream: null };
+  }
+  async status(): Promise<NodeStatus> {
+    return { state: 'up', stream: null };
+  }
+  async ring(): Promise<RingView> {
+    return { members: [] };
+  }
+  async storageBytes(): Promise<number | undefined> {
+    return 0;
+  }
+}
+
+describe('volumes that are not the nodes’ own, on a real API server', () => {
+  let cp: ControlPlane;
+  let custom: CustomObjectsApi;
+  let core: CoreV1Api;
+  let reconciler: Reconciler;
+
+  beforeAll(async () => {
+    cp = await startControlPlane({ controllerManager: true });
+    custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
+    core = cp.kubeConfig.makeApiClient(CoreV1Api);
+    await core.createNamespace({ body: { metadata: { name: NS } } });
+    const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
+    await ext.createCustomResourceDefinition({
+      body: loadYaml<V1CustomResourceDefinition>(readFileSync(CRD, 'utf8')),
+    });
+    await waitFor(
+      'the CRD to be served',
+      async () => {
+        await custom.listNamespacedCustomObject({ ...GROUP, namespace: NS });
+        return true;
+      },
+      30_000,
+    );
+    reconciler = new Reconciler({
+      kube: new ClientNodeKubeApi(cp.kubeConfig, 'volumes-test'),
+      nodes: new QuietNodes(),
+      log: pino({ level: process.env.DYNAMO_TEST_LOG ?? 'silent' }),
+      nodeUrl: (cluster, ordinal, _ip, scheme) => `${scheme}://${cluster.metadata.name}-${ordinal}.test:8080`,
+    });
+  }, BUILD_TIMEOUT_MS);
+
+  afterAll(async () => {
+    await cp?.stop();
+  }, 60_000);
+
+  const create = (name: string, spec: Record<string, unknown>) =>
+    custom.createNamespacedCustomObject({
+      ...GROUP,
+      namespace: NS,
+      body: { apiVersion: 'dynamokv.io/v1alpha1', kind: 'DynamoCluster', metadata: { name }, spec },
+      fieldValidation: 'Strict',
+    });
+  const getCluster = async (name: string) =>
+    (await custom.getNamespacedCustomObject({ ...GROUP, namespace: NS, name })) as DynamoCluster;
+  const events = async (name: string) =>
+    (
+      await core.listNamespacedEvent({
+        namespace: NS,
+        fieldSelector: `involvedObject.kind=DynamoCluster,involvedObject.name=${name}`,
+      })
+    ).items;
+  const podExists = (name: string) => async () =>
+    Boolean(await core.readNamespacedPod({ name, namespace: NS }).catch(() => undefined));
+
+  it('reports a node pod that keeps failing with its own reason as Degraded, with a Warning event', async () => {
+    await create('renewed', SPEC);
+    await reconciler.reconcile(NS, 'renewed');
+    await waitFor('pod renewed-0', podExists('renewed-0'), 30_000);
+    // What the kubelet reports of a container that exits with a termination message, again and again.
+    const message =
+      "token_mismatch: node renewed-0's data directory (/var/lib/dynamo) holds the 256 tokens it claimed before, but --initial-tokens assigns it 8 tokens, 8 of them not among those";
+    const now = new Date().toISOString();
+    await core.patchNamespacedPodStatus(
+      {
+        name: 'renewed-0',
+        namespace: NS,
+        body: {
+          status: {
+            phase: 'Running',
+            conditions: [{ type: 'Ready', status: 'False', lastTransitionTime: now }],
+            containerStatuses: [
+              {
+                name: 'dynamo',
+                image: 'dynamo-kv:0.1.0',
+                imageID: '',
+                ready: false,
+                restartCount: 5,
+                state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 2m40s' } },
+                lastState: { terminated: { exitCode: 2, reason: 'Error', message, finishedAt: now } },
+              },
+            ],
+          },
+        },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await reconciler.reconcile(NS, 'renewed');
+    const status = (await getCluster('renewed')).status;
+    expect(status?.phase).toBe('Degraded');
+    expect(status?.conditions?.find((c) => c.type === 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'TokenMismatch',
+      message: `renewed-0 cannot start (restarted 5 times): ${message}`,
+    });
+    const warnings = (await events('renewed')).filter((e) => e.reason === 'TokenMismatch');
+    expect(warnings.map((e) => [e.type, e.message])).toEqual([
+      ['Warning', `renewed-0 cannot start: ${message}`],
+    ]);
+  }, 90_000);
+});
