@@ -30,7 +30,12 @@ export interface Storage {
   storageClassName?: string;
   /** Keep a decommissioned node's PersistentVolumeClaim instead of deleting it. */
   retainOnScaleDown: boolean;
+  /** What deleting the cluster does to its nodes' claims (deletion.ts). */
+  volumesOnDelete: VolumesOnDelete;
 }
+
+/** Retain: deleting the cluster keeps its nodes' claims. Delete: the operator deletes them once the nodes are gone. */
+export type VolumesOnDelete = 'Retain' | 'Delete';
 
 export interface Toleration {
   key?: string;

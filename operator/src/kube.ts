@@ -9,6 +9,7 @@ import {
   KubernetesObjectApi,
   PatchStrategy,
   setHeaderOptions,
+  type V1PersistentVolumeClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
 import {
@@ -45,6 +46,18 @@ export interface KubeApi {
   /** Deletes; false when it did not exist. */
   remove(ref: ObjectRef): Promise<boolean>;
   listPods(namespace: string, labelSelector: string): Promise<V1Pod[]>;
+  listClaims(namespace: string, labelSelector: string): Promise<V1PersistentVolumeClaim[]>;
+  /**
+   * Sets the cluster's finalizers, conditionally on resourceVersion (a conflict fails rather than drop another
+   * writer's finalizer). Returns the cluster as stored (a cluster being deleted is gone once its last finalizer
+   * is).
+   */
+  patchClusterFinalizers(
+    namespace: string,
+    name: string,
+    finalizers: string[],
+    resourceVersion: string,
+  ): Promise<DynamoCluster>;
   /** Records an Event about the cluster. */
   recordEvent(cluster: DynamoCluster, event: EventRecord): Promise<void>;
 }
@@ -164,6 +177,30 @@ export class ClientNodeKubeApi implements KubeApi {
 
   async listPods(namespace: string, labelSelector: string): Promise<V1Pod[]> {
     return (await this.core.listNamespacedPod({ namespace, labelSelector })).items;
+  }
+
+  async listClaims(namespace: string, labelSelector: string): Promise<V1PersistentVolumeClaim[]> {
+    return (await this.core.listNamespacedPersistentVolumeClaim({ namespace, labelSelector })).items;
+  }
+
+  async patchClusterFinalizers(
+    namespace: string,
+    name: string,
+    finalizers: string[],
+    resourceVersion: string,
+  ): Promise<DynamoCluster> {
+    return (await this.custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        name,
+        body: { metadata: { finalizers, resourceVersion } },
+        fieldManager: FIELD_MANAGER,
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    )) as DynamoCluster;
   }
 
   async recordEvent(cluster: DynamoCluster, event: EventRecord): Promise<void> {

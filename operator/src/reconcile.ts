@@ -70,6 +70,7 @@ import {
 import { parseQuantity, TLS_MODES, validateSpec, withDefaults } from './spec.js';
 import { buildStatus } from './status.js';
 import { assignTokens, FOUNDER_KEY, parseAssignments, type TokenAssignments } from './token-assignments.js';
+import { ClusterVolumes } from './volumes.js';
 
 export type StepResult =
   | { kind: 'continue' }
@@ -131,12 +132,19 @@ export class Reconciler {
   private readonly recentEvents = new Map<string, number>();
   private readonly now: () => Date;
 
+  private readonly volumes: ClusterVolumes;
+
   constructor(private readonly deps: ReconcilerDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.volumes = new ClusterVolumes({
+      kube: deps.kube,
+      event: (cluster, event) => this.event({ cluster }, event),
+    });
   }
 
   /** The steps, in order. */
   readonly steps: Step[] = [
+    { name: 'volumes', run: (ctx) => this.volumesStep(ctx) },
     { name: 'validate-spec', run: (ctx) => this.validateSpec(ctx) },
     { name: 'observe', run: (ctx) => this.observe(ctx) },
     { name: 'ensure-services', run: (ctx) => this.ensureServices(ctx) },
@@ -155,7 +163,11 @@ export class Reconciler {
   async reconcile(namespace: string, name: string): Promise<StepResult> {
     const cluster = await this.deps.kube.getCluster(namespace, name);
     if (cluster === undefined) return { kind: 'done', reason: 'cluster deleted' };
-    if (cluster.metadata.deletionTimestamp) return { kind: 'done', reason: 'cluster being deleted' };
+    if (cluster.metadata.deletionTimestamp) {
+      const policy = withDefaults(cluster.spec).storage.volumesOnDelete;
+      const wait = await this.volumes.finalize(cluster, policy);
+      return wait ? requeue(wait.waitMs, wait.reason) : { kind: 'done', reason: 'cluster being deleted' };
+    }
     const log = this.deps.log.child({
       cluster: `${namespace}/${name}`,
       generation: cluster.metadata.generation,
@@ -192,6 +204,16 @@ export class Reconciler {
   }
 
   // --- steps -------------------------------------------------------------------------------------------------
+
+  /**
+   * With volumesOnDelete: Delete, the finalizer is on the cluster before anything else is made; a new cluster
+   * that finds claims of an earlier one of its name says so (volumes.ts).
+   */
+  private async volumesStep(ctx: ReconcileContext): Promise<StepResult> {
+    ctx.cluster = await this.volumes.ensureFinalizer(ctx.cluster, ctx.spec.storage.volumesOnDelete);
+    if (ctx.cluster.status?.observedGeneration === undefined) await this.volumes.reportLeftovers(ctx.cluster);
+    return CONTINUE;
+  }
 
   private async validateSpec(ctx: ReconcileContext): Promise<StepResult> {
     ctx.problems = validateSpec(ctx.spec);
@@ -827,7 +849,7 @@ export class Reconciler {
   }
 
   /** Records an Event unless the same one was recorded for this cluster in the last RECENT_EVENT_MS. */
-  private async event(ctx: ReconcileContext, event: EventRecord): Promise<void> {
+  private async event(ctx: Pick<ReconcileContext, 'cluster'>, event: EventRecord): Promise<void> {
     const key = `${ctx.cluster.metadata.uid}|${event.reason}|${event.message}`;
     const now = this.now().getTime();
     const last = this.recentEvents.get(key);

@@ -17,7 +17,7 @@ export const DEFAULTS: DynamoClusterSpec = {
   tokensPerNode: 256,
   replication: { n: 3, r: 2, w: 2 },
   seeds: 3,
-  storage: { size: '10Gi', retainOnScaleDown: false },
+  storage: { size: '10Gi', retainOnScaleDown: false, volumesOnDelete: 'Retain' },
   resources: {},
   rackTopologyKey: 'topology.kubernetes.io/zone',
   hintedHandoff: { windowSeconds: 10_800 },
@@ -29,6 +29,7 @@ export const DEFAULTS: DynamoClusterSpec = {
 };
 
 export const TLS_MODES = ['operator', 'cert-manager', 'disabled'] as const;
+export const VOLUMES_ON_DELETE = ['Retain', 'Delete'] as const;
 /**
  * Most nodes a cluster with TLS may have: every node's certificate and key (about 3.3 KB, up to ~4.5 KB with long
  * names) are in one Secret (objects/tls.ts says why), and a Secret holds at most 1 MiB.
@@ -134,6 +135,11 @@ export function validateSpec(spec: DynamoClusterSpec): string[] {
   const bytes = parseQuantity(spec.storage.size);
   if (bytes === undefined || bytes <= 0) {
     problems.push(`spec.storage.size must be a positive quantity such as 10Gi, got '${spec.storage.size}'`);
+  }
+  if (!(VOLUMES_ON_DELETE as readonly string[]).includes(spec.storage.volumesOnDelete)) {
+    problems.push(
+      `spec.storage.volumesOnDelete must be Retain or Delete, got '${String(spec.storage.volumesOnDelete)}'`,
+    );
   }
   for (const kind of ['requests', 'limits'] as const) {
     for (const [resource, quantity] of Object.entries(spec.resources?.[kind] ?? {})) {

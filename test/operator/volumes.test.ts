@@ -3,11 +3,14 @@
  * kube-controller-manager: the StatefulSet controller makes the pods, the garbage collector cascades deletes).
  * There is no kubelet: the test writes a node pod's status as the kubelet would for a container that keeps
  * exiting with a termination message (a new cluster meeting an old volume: token_mismatch), and the reconciler
- * must say so in the Degraded condition and a Warning event, naming the pod and the node's reason.
+ * must say so in the Degraded condition and a Warning event, naming the pod and the node's reason. Deleting a
+ * cluster with volumesOnDelete: Delete deletes its claims after its StatefulSet and pods (a finalizer holds the
+ * cluster until then); by default the claims stay, and a cluster created again with the name warns of them.
  */
 import { readFileSync } from 'node:fs';
 import {
   ApiextensionsV1Api,
+  AppsV1Api,
   CoreV1Api,
   CustomObjectsApi,
   loadYaml,
@@ -153,4 +156,73 @@ describe('volumes that are not the nodes’ own, on a real API server', () => {
       ['Warning', `renewed-0 cannot start: ${message}`],
     ]);
   }, 90_000);
+
+  const claimOf = (name: string) =>
+    core.readNamespacedPersistentVolumeClaim({ name, namespace: NS }).catch(() => undefined);
+  const clusterGone = (name: string) => async () =>
+    (await custom.getNamespacedCustomObject({ ...GROUP, namespace: NS, name }).catch(() => undefined)) ===
+    undefined;
+  /** A claim like those the StatefulSet makes, e.g. one a scale-down retained. */
+  const makeClaim = (name: string, cluster: string) =>
+    core.createNamespacedPersistentVolumeClaim({
+      namespace: NS,
+      body: {
+        metadata: { name, labels: { 'dynamokv.io/cluster': cluster } },
+        spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+      },
+    });
+  const deleteCluster = (name: string) =>
+    custom.deleteNamespacedCustomObject({ ...GROUP, namespace: NS, name });
+
+  it('with volumesOnDelete: Delete, deletes every claim of the cluster once its StatefulSet and pods are gone', async () => {
+    await create('gone', { ...SPEC, storage: { size: '1Gi', volumesOnDelete: 'Delete' } });
+    await reconciler.reconcile(NS, 'gone');
+    expect((await getCluster('gone')).metadata.finalizers).toEqual(['dynamokv.io/delete-volumes']);
+    await waitFor('claim data-gone-0', async () => (await claimOf('data-gone-0')) !== undefined, 30_000);
+    await makeClaim('data-gone-4', 'gone');
+    await makeClaim('data-other-0', 'other');
+
+    await deleteCluster('gone');
+    // Held by the finalizer until the operator is done.
+    expect((await getCluster('gone')).metadata.deletionTimestamp).toBeDefined();
+    await waitFor(
+      'the cluster to go',
+      async () => {
+        await reconciler.reconcile(NS, 'gone');
+        return await clusterGone('gone')();
+      },
+      60_000,
+    );
+    const apps = cp.kubeConfig.makeApiClient(AppsV1Api);
+    expect(
+      await apps.readNamespacedStatefulSet({ name: 'gone', namespace: NS }).catch(() => undefined),
+    ).toBeUndefined();
+    // Deleted (or held only by the pvc-protection finalizer, whose controller this control plane does not run).
+    for (const name of ['data-gone-0', 'data-gone-4']) {
+      const claim = await claimOf(name);
+      expect(claim === undefined || claim.metadata?.deletionTimestamp !== undefined, name).toBe(true);
+    }
+    expect((await claimOf('data-other-0'))?.metadata?.deletionTimestamp).toBeUndefined();
+    expect((await events('gone')).map((e) => e.reason)).toContain('VolumesDeleted');
+  }, 120_000);
+
+  it('keeps the claims by default, and a cluster created again with the name says it found them', async () => {
+    await create('kept', SPEC);
+    await reconciler.reconcile(NS, 'kept');
+    expect((await getCluster('kept')).metadata.finalizers ?? []).toEqual([]);
+    await waitFor('claim data-kept-0', async () => (await claimOf('data-kept-0')) !== undefined, 30_000);
+    await deleteCluster('kept');
+    await waitFor('the cluster to go', clusterGone('kept'), 30_000);
+    // Nothing of the operator's waits on it: the reconcile of a deleted cluster does nothing.
+    expect(await reconciler.reconcile(NS, 'kept')).toMatchObject({ kind: 'done', reason: 'cluster deleted' });
+    expect((await claimOf('data-kept-0'))?.metadata?.deletionTimestamp).toBeUndefined();
+
+    // Created again (the garbage collector may not even have deleted the old StatefulSet yet).
+    await create('kept', SPEC);
+    await reconciler.reconcile(NS, 'kept');
+    const found = (await events('kept')).filter((e) => e.reason === 'VolumesFound');
+    expect(found.map((e) => [e.type, e.message?.split(' already exist')[0]])).toEqual([
+      ['Warning', 'data-kept-0'],
+    ]);
+  }, 120_000);
 });

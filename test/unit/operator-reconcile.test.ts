@@ -1,5 +1,12 @@
 import { X509Certificate } from 'node:crypto';
-import type { KubernetesObject, V1ConfigMap, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
+import type {
+  KubernetesObject,
+  V1ConfigMap,
+  V1PersistentVolumeClaim,
+  V1Pod,
+  V1Secret,
+  V1StatefulSet,
+} from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import {
@@ -55,8 +62,41 @@ class FakeKube implements KubeApi {
     return this.objects.get(this.key(kind, 'ns', name)) as T | undefined;
   }
 
+  /** Deleted for good (no finalizer left). */
+  gone = false;
+
   async getCluster(): Promise<DynamoCluster | undefined> {
+    return this.gone ? undefined : structuredClone(this.cluster);
+  }
+
+  /** kubectl delete: the cluster is gone at once, or marked for deletion while it has finalizers. */
+  deleteCluster(): void {
+    if ((this.cluster.metadata.finalizers ?? []).length === 0) this.gone = true;
+    else this.cluster.metadata.deletionTimestamp = new Date('2025-01-01T00:00:00Z');
+  }
+
+  async patchClusterFinalizers(
+    _ns: string,
+    _name: string,
+    finalizers: string[],
+    resourceVersion: string,
+  ): Promise<DynamoCluster> {
+    if (resourceVersion !== this.cluster.metadata.resourceVersion) throw new Error('409 conflict');
+    this.writes.push(`finalizers ${finalizers.join(',')}`);
+    this.cluster.metadata = {
+      ...this.cluster.metadata,
+      finalizers,
+      resourceVersion: String(Number(this.cluster.metadata.resourceVersion) + 1),
+    };
+    if (finalizers.length === 0 && this.cluster.metadata.deletionTimestamp) this.gone = true;
     return structuredClone(this.cluster);
+  }
+
+  async listClaims(_ns: string, labelSelector: string): Promise<V1PersistentVolumeClaim[]> {
+    const [key, value] = labelSelector.split('=');
+    return [...this.objects.values()].filter(
+      (o) => o.kind === 'PersistentVolumeClaim' && o.metadata?.labels?.[key!] === value,
+    ) as V1PersistentVolumeClaim[];
   }
 
   async patchClusterStatus(_ns: string, _name: string, status: DynamoClusterStatus): Promise<DynamoCluster> {
@@ -556,6 +596,97 @@ describe('Reconciler', () => {
     env.kube.runPods(() => true);
     await env.reconcile();
     expect(env.kube.cluster.status?.conditions?.find((c) => c.type === 'Degraded')?.status).toBe('False');
+  });
+});
+
+describe('volumes when a cluster is deleted, or created again', () => {
+  /** A claim as the StatefulSet controller makes it, labelled with its cluster. */
+  function claim(env: ReturnType<typeof setup>, name: string, cluster = 'demo'): void {
+    env.kube.objects.set(`PersistentVolumeClaim/ns/${name}`, {
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: { name, namespace: 'ns', labels: { 'dynamokv.io/cluster': cluster } },
+    });
+  }
+
+  it('with volumesOnDelete: Delete, deletes the StatefulSet, waits for the pods, deletes the claims, then lets the cluster go', async () => {
+    const env = setup({ ...SMALL, storage: { volumesOnDelete: 'Delete' } });
+    await env.reconcile();
+    expect(env.kube.cluster.metadata.finalizers).toEqual(['dynamokv.io/delete-volumes']);
+    await settle(env);
+    for (const name of ['data-demo-0', 'data-demo-1', 'data-demo-2', 'data-demo-5']) claim(env, name);
+    claim(env, 'data-demo-extra');
+    claim(env, 'data-other-0', 'other');
+    env.kube.deleteCluster();
+
+    const first = await env.reconcile();
+    expect(first).toMatchObject({ kind: 'requeue', reason: 'waiting for StatefulSet demo to be deleted' });
+    expect(env.kube.writes).toContain('delete StatefulSet demo');
+    // The garbage collector takes the pods away in its own time; the claims wait for them.
+    const second = await env.reconcile();
+    expect(second).toMatchObject({
+      kind: 'requeue',
+      reason: expect.stringMatching(/waiting for pods demo-0/),
+    });
+    expect(env.kube.writes.filter((w) => w.startsWith('delete PersistentVolumeClaim'))).toEqual([]);
+    env.kube.pods = [];
+    expect(await env.reconcile()).toMatchObject({ kind: 'done' });
+    expect(env.kube.writes.filter((w) => w.startsWith('delete PersistentVolumeClaim')).sort()).toEqual([
+      'delete PersistentVolumeClaim data-demo-0',
+      'delete PersistentVolumeClaim data-demo-1',
+      'delete PersistentVolumeClaim data-demo-2',
+      'delete PersistentVolumeClaim data-demo-5',
+    ]);
+    expect(env.kube.get('PersistentVolumeClaim', 'data-other-0')).toBeDefined();
+    expect(env.kube.get('PersistentVolumeClaim', 'data-demo-extra')).toBeDefined();
+    expect(env.kube.events).toContainEqual({
+      type: 'Normal',
+      reason: 'VolumesDeleted',
+      message: 'deleted data-demo-0, data-demo-1, data-demo-2, data-demo-5 (volumesOnDelete: Delete)',
+    });
+    expect(env.kube.gone).toBe(true);
+  });
+
+  it('keeps the claims by default: no finalizer, the cluster goes at once', async () => {
+    const env = setup(SMALL);
+    await settle(env);
+    expect(env.kube.cluster.metadata.finalizers ?? []).toEqual([]);
+    claim(env, 'data-demo-0');
+    env.kube.deleteCluster();
+    expect(env.kube.gone).toBe(true);
+    expect(await env.reconcile()).toMatchObject({ kind: 'done', reason: 'cluster deleted' });
+    expect(env.kube.writes.some((w) => w.startsWith('delete'))).toBe(false);
+  });
+
+  it('warns once when a new cluster finds claims an earlier cluster of its name kept', async () => {
+    const env = setup(SMALL);
+    claim(env, 'data-demo-1');
+    claim(env, 'data-demo-0');
+    await env.reconcile();
+    await settle(env);
+    expect(env.kube.events.filter((e) => e.reason === 'VolumesFound')).toEqual([
+      {
+        type: 'Warning',
+        reason: 'VolumesFound',
+        message: expect.stringMatching(/^data-demo-0, data-demo-1 already exist .*token_mismatch/),
+      },
+    ]);
+  });
+
+  it('drops the finalizer when the policy goes back to Retain, even while the cluster is being deleted', async () => {
+    const env = setup({ ...SMALL, storage: { volumesOnDelete: 'Delete' } });
+    await settle(env);
+    env.kube.setSpec({ ...SMALL, storage: { volumesOnDelete: 'Retain' } });
+    await env.reconcile();
+    expect(env.kube.cluster.metadata.finalizers).toEqual([]);
+    env.kube.setSpec({ ...SMALL, storage: { volumesOnDelete: 'Delete' } });
+    await env.reconcile();
+    env.kube.deleteCluster();
+    env.kube.setSpec({ ...SMALL, storage: { volumesOnDelete: 'Retain' } });
+    claim(env, 'data-demo-0');
+    expect(await env.reconcile()).toMatchObject({ kind: 'done' });
+    expect(env.kube.gone).toBe(true);
+    expect(env.kube.writes.some((w) => w.startsWith('delete'))).toBe(false);
   });
 });
 

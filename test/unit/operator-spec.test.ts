@@ -6,6 +6,7 @@ import {
   MAX_TLS_NODES,
   parseQuantity,
   TLS_MODES,
+  VOLUMES_ON_DELETE,
   validateSpec,
   withDefaults,
 } from '../../operator/src/spec.js';
@@ -30,7 +31,7 @@ describe('withDefaults', () => {
     const spec = withDefaults({ nodes: 5, replication: { n: 5 }, storage: { size: '1Gi' } });
     expect(spec.nodes).toBe(5);
     expect(spec.replication).toEqual({ n: 5, r: 2, w: 2 });
-    expect(spec.storage).toEqual({ size: '1Gi', retainOnScaleDown: false });
+    expect(spec.storage).toEqual({ size: '1Gi', retainOnScaleDown: false, volumesOnDelete: 'Retain' });
     expect(spec.seeds).toBe(3);
   });
 
@@ -45,6 +46,9 @@ describe('withDefaults', () => {
     expect(at('replication.w')._default).toBe(DEFAULTS.replication.w);
     expect(at('storage.size')._default).toBe(DEFAULTS.storage.size);
     expect(at('storage.retainOnScaleDown')._default).toBe(DEFAULTS.storage.retainOnScaleDown);
+    expect(at('storage.volumesOnDelete')._default).toBe(DEFAULTS.storage.volumesOnDelete);
+    expect(at('storage.volumesOnDelete')._enum).toEqual([...VOLUMES_ON_DELETE]);
+    expect(at('storage')._default).toMatchObject({ volumesOnDelete: DEFAULTS.storage.volumesOnDelete });
     expect(at('rackTopologyKey')._default).toBe(DEFAULTS.rackTopologyKey);
     expect(at('hintedHandoff.windowSeconds')._default).toBe(DEFAULTS.hintedHandoff.windowSeconds);
     expect(at('antiEntropy.intervalSeconds')._default).toBe(DEFAULTS.antiEntropy.intervalSeconds);
@@ -79,6 +83,14 @@ describe('validateSpec', () => {
     );
     expect(validateSpec(withDefaults(example.spec))).toEqual([]);
     expect(example.spec.nodes).toBe(3);
+  });
+
+  it('rejects a volume policy other than Retain or Delete (a CRD older than the operator lets any through)', () => {
+    const spec = withDefaults({ storage: { volumesOnDelete: 'Purge' as 'Delete' } });
+    expect(validateSpec(spec)).toEqual([
+      "spec.storage.volumesOnDelete must be Retain or Delete, got 'Purge'",
+    ]);
+    expect(validateSpec(withDefaults({ storage: { volumesOnDelete: 'Delete' } }))).toEqual([]);
   });
 
   it('rejects r or w above n, nodes below n, and n out of range', () => {
