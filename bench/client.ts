@@ -8,9 +8,15 @@ import { NotFoundError } from '../node/src/errors.js';
 
 export type { BucketProps };
 
+/** A read's status and how many values it met (1: one value, k > 1: k siblings, 0: none). */
+export interface ReadOutcome {
+  status: number;
+  values: number;
+}
+
 /** What a benchmark phase needs from a client: one call per operation, answered with a status. */
 export interface KvClient {
-  get(bucket: string, key: string): Promise<number>;
+  get(bucket: string, key: string): Promise<ReadOutcome>;
   put(bucket: string, key: string, value: Buffer): Promise<number>;
   close(): Promise<void>;
 }
@@ -59,13 +65,13 @@ export class BenchClient implements KvClient {
     return this.client.refreshRing();
   }
 
-  async get(bucket: string, key: string): Promise<number> {
+  async get(bucket: string, key: string): Promise<ReadOutcome> {
     try {
       const got = await this.client.get(bucket, key);
       this.contexts.set(`${bucket}/${key}`, got.context);
-      return 'siblings' in got ? 300 : 200;
+      return 'siblings' in got ? { status: 300, values: got.siblings.length } : { status: 200, values: 1 };
     } catch (err) {
-      return statusOf(err);
+      return { status: statusOf(err), values: 0 };
     }
   }
 

@@ -34,6 +34,10 @@ export interface BenchOptions {
   compareInsecure: boolean;
   /** Restart the local cluster after the load and measure its start on the loaded data. */
   restart: boolean;
+  /** Also run a local cluster whose bucket has conflict: lww (last write wins, no siblings). */
+  lww: boolean;
+  /** After each workload, run it open-loop at half its closed-loop ops/s (p50/p99 below saturation). */
+  halfLoad: boolean;
   bucket: string;
   out: string;
   seed: number;
@@ -99,6 +103,14 @@ const FLAGS = {
   'no-restart': {
     type: 'boolean',
     help: 'skip the restart of the local cluster after the load (which measures, per node, the time to /health and /ready, memory and one anti-entropy exchange on the loaded data)',
+  },
+  'no-lww': {
+    type: 'boolean',
+    help: 'skip the second local cluster whose bucket has conflict: lww (last write wins), measured like the first to compare the conflict modes (never run with --endpoints)',
+  },
+  'no-half-load': {
+    type: 'boolean',
+    help: 'skip the open-loop phase after each workload, offered half the ops/s the workload reached (its p50 and p99 are timed from when each operation was due)',
   },
   bucket: { type: 'string', arg: 'NAME', default: 'ycsb', help: 'bucket the records live in' },
   out: {
@@ -271,6 +283,8 @@ export function parseBenchArgs(
       routing: values['no-routing'] !== true,
       compareInsecure,
       restart: values['no-restart'] !== true,
+      lww: values['no-lww'] !== true && endpoints === undefined,
+      halfLoad: values['no-half-load'] !== true,
       bucket,
       out,
       seed: seedRaw === undefined ? randomSeed() : integer('seed', seedRaw, 0),

@@ -21,9 +21,24 @@ export interface OperationSummary {
   latencyMs: LatencyMs;
 }
 
+/** How many values the successful reads of a phase met: 1 is a plain value, more are siblings. */
+export interface SiblingDistribution {
+  reads: number;
+  one: number;
+  two: number;
+  threeToFour: number;
+  fivePlus: number;
+  max: number;
+  mean: number;
+}
+
 export interface PhaseSummary {
   name: string;
   elapsedSec: number;
+  /** Open-loop phases: the rate operations were due at (ops/s); their latency runs from when each was due. */
+  offeredOpsPerSec?: number;
+  /** Reads by the number of values they met (phases with reads). */
+  siblings?: SiblingDistribution;
   operations: Partial<Record<OperationType, OperationSummary>>;
   overall: OperationSummary;
   /** CPU of the server's node processes over the phase (local clusters on Linux only). */
@@ -72,8 +87,26 @@ function summarize(
   };
 }
 
+/** The sibling distribution of reads counted by number of values ([n] reads met n). */
+export function siblingDistribution(counts: readonly number[]): SiblingDistribution {
+  const d: SiblingDistribution = { reads: 0, one: 0, two: 0, threeToFour: 0, fivePlus: 0, max: 0, mean: 0 };
+  let values = 0;
+  for (const [n, c = 0] of counts.entries()) {
+    if (!c || n === 0) continue;
+    d.reads += c;
+    values += n * c;
+    if (n === 1) d.one += c;
+    else if (n === 2) d.two += c;
+    else if (n <= 4) d.threeToFour += c;
+    else d.fivePlus += c;
+    d.max = Math.max(d.max, n);
+  }
+  d.mean = d.reads > 0 ? round(values / d.reads) : 0;
+  return d;
+}
+
 /** Per-operation and overall summary of a phase. */
-export function summarizePhase(result: PhaseResult): PhaseSummary {
+export function summarizePhase(result: PhaseResult, offeredOpsPerSec?: number): PhaseSummary {
   const elapsedSec = result.elapsedMs / 1000;
   const operations: Partial<Record<OperationType, OperationSummary>> = {};
   const all = new LatencyHistogram();
@@ -95,9 +128,12 @@ export function summarizePhase(result: PhaseResult): PhaseSummary {
     siblingReads += stats.siblingReads;
     for (const [kind, n] of Object.entries(stats.errorsByKind)) allErrors[kind] = (allErrors[kind] ?? 0) + n;
   }
+  const reads = result.operations.get('read');
   return {
     name: result.name,
     elapsedSec: round(elapsedSec),
+    ...(offeredOpsPerSec === undefined ? {} : { offeredOpsPerSec: round(offeredOpsPerSec, 1) }),
+    ...(reads ? { siblings: siblingDistribution(reads.siblingCounts) } : {}),
     operations,
     overall: summarize(all, errors, allErrors, siblingReads, elapsedSec),
   };
@@ -218,4 +254,60 @@ export function formatComparisonTable(comparisons: Comparison[]): string {
     }
   }
   return formatTable(['phase', 'op', 'ops/s ratio', 'p99 ratio'], rows);
+}
+
+const percent = (part: number, whole: number) => (whole > 0 ? `${((100 * part) / whole).toFixed(1)}%` : '-');
+
+/** Reads by the number of values they met, per phase with reads: shares of 1, 2, 3-4 and 5+, the max. */
+export function formatSiblingTable(phases: PhaseSummary[]): string {
+  const rows = phases
+    .filter((p): p is PhaseSummary & { siblings: SiblingDistribution } => p.siblings !== undefined)
+    .map(({ name, siblings: d }) => [
+      name,
+      String(d.reads),
+      percent(d.one, d.reads),
+      percent(d.two, d.reads),
+      percent(d.threeToFour, d.reads),
+      percent(d.fivePlus, d.reads),
+      String(d.max),
+      fixed(d.mean, 2),
+    ]);
+  return formatTable(['phase', 'reads', '1 value', '2', '3-4', '5+', 'max', 'mean'], rows, 1);
+}
+
+/**
+ * Each open-loop phase beside the closed-loop phase it took its rate from (the phase named before the
+ * "@"): peak ops/s, the offered and achieved rates, p50 and p99 (timed from when operations were due).
+ */
+export function formatOpenLoopTable(phases: PhaseSummary[]): string {
+  const rows: string[][] = [];
+  for (const p of phases) {
+    if (p.offeredOpsPerSec === undefined) continue;
+    const peak = phases.find((q) => q.name === p.name.split('@')[0]);
+    const o = p.overall;
+    rows.push([
+      p.name,
+      peak ? fixed(peak.overall.opsPerSec, 0) : '-',
+      fixed(p.offeredOpsPerSec, 0),
+      fixed(o.opsPerSec, 0),
+      fixed(o.latencyMs.p50, 2),
+      fixed(o.latencyMs.p99, 2),
+      peak ? fixed(peak.overall.latencyMs.p99, 2) : '-',
+      String(o.errors),
+    ]);
+  }
+  return formatTable(
+    [
+      'phase',
+      'peak ops/s',
+      'offered ops/s',
+      'achieved ops/s',
+      'p50 ms',
+      'p99 ms',
+      'p99 at peak ms',
+      'errors',
+    ],
+    rows,
+    1,
+  );
 }

@@ -1,8 +1,11 @@
 /**
- * Runs one benchmark phase (load or a workload) with N closed-loop clients: each client sends its next
- * operation as soon as the previous one answered, until the operation count or the duration is reached.
+ * Runs one benchmark phase (load or a workload) with N clients, until the operation count or the duration
+ * is reached. Closed loop (no rate): each client sends its next operation as soon as the previous one
+ * answered, which measures the peak. Open loop (a rate in ops/s): operation i is due at start + i/rate and
+ * a free client sends it then (or as soon as one is free); its latency runs from when it was due, not from
+ * when it was sent, so a stall counts for every operation it delayed (no coordinated omission, as wrk2).
  * Latency of successful operations goes into a histogram per operation type; failures are counted by kind
- * and never stop the phase.
+ * and never stop the phase; reads also count how many siblings they met.
  */
 import { performance } from 'node:perf_hooks';
 import type { KvClient } from './client.js';
@@ -18,6 +21,8 @@ export class OperationStats {
   readonly errorsByKind: Record<string, number> = {};
   /** Reads answered 300 Multiple Choices (siblings); they count as successful reads. */
   siblingReads = 0;
+  /** Successful reads by the number of values they met: [n] reads met n values (1: no siblings). */
+  readonly siblingCounts: number[] = [];
 
   recordError(kind: string): void {
     this.errors += 1;
@@ -43,6 +48,11 @@ export interface PhasePlan {
   /** The operation to issue as the index-th of the phase. */
   nextOperation: (index: number) => Operation;
   signal: AbortSignal;
+  /**
+   * Open loop: operations are due at this fixed rate (ops/s), sent by at most `concurrency` clients at
+   * once, and timed from when they were due. Unset: closed loop.
+   */
+  rate?: number;
   /** Called about every second with the number of finished operations. */
   onProgress?: (done: number, elapsedMs: number) => void;
 }
@@ -58,10 +68,27 @@ export function networkErrorKind(err: unknown): string {
   return 'error';
 }
 
+/** Resolves after `ms`, or at once when the signal aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
 /** Runs the phase to its end (or until the signal aborts) and returns its measurements. */
 export async function runPhase(client: KvClient, plan: PhasePlan): Promise<PhaseResult> {
   if (plan.operations === undefined && plan.durationMs === undefined) {
     throw new Error(`phase ${plan.name} needs an operation count or a duration`);
+  }
+  const rate = plan.rate;
+  if (rate !== undefined && !(rate > 0 && Number.isFinite(rate))) {
+    throw new Error(`phase ${plan.name}: rate must be a number > 0, got ${rate}`);
   }
   const operations = new Map<OperationType, OperationStats>();
   const statsFor = (type: OperationType): OperationStats => {
@@ -84,18 +111,24 @@ export async function runPhase(client: KvClient, plan: PhasePlan): Promise<Phase
     plan.onProgress && setInterval(() => plan.onProgress?.(done, performance.now() - started), 1000).unref();
 
   const runClient = async (): Promise<void> => {
-    while (!plan.signal.aborted && issued < limit && performance.now() < deadline) {
-      const op = plan.nextOperation(issued);
+    while (!plan.signal.aborted && issued < limit) {
+      const index = issued;
+      // Open loop: the operation's due time; closed loop: now.
+      const due = rate === undefined ? performance.now() : started + (index * 1000) / rate;
+      if (due >= deadline) return;
       issued += 1;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait, plan.signal);
+      if (plan.signal.aborted) return;
+      const op = plan.nextOperation(index);
       const stats = statsFor(op.type);
-      const t0 = performance.now();
+      const t0 = rate === undefined ? performance.now() : due;
       let status = 0;
+      let values = 0;
       let failure: string | undefined;
       try {
-        status =
-          op.type === 'read'
-            ? await client.get(plan.bucket, op.key)
-            : await client.put(plan.bucket, op.key, op.value ?? Buffer.alloc(0));
+        if (op.type === 'read') ({ status, values } = await client.get(plan.bucket, op.key));
+        else status = await client.put(plan.bucket, op.key, op.value ?? Buffer.alloc(0));
       } catch (err) {
         failure = networkErrorKind(err);
       }
@@ -108,6 +141,7 @@ export async function runPhase(client: KvClient, plan: PhasePlan): Promise<Phase
       } else if ((status >= 200 && status < 300) || (op.type === 'read' && status === 300)) {
         stats.latency.record((t1 - t0) * 1000);
         if (status === 300) stats.siblingReads += 1;
+        if (op.type === 'read') stats.siblingCounts[values] = (stats.siblingCounts[values] ?? 0) + 1;
       } else {
         stats.recordError(String(status));
       }

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
  * `npm run bench`: YCSB-style benchmark of the dynamo-kv HTTP API. Loads --records keys, runs workloads
- * A/B/C against a cluster (a local one it starts, or --endpoints), does the same against a 1-node
- * n=1,r=1,w=1 baseline, prints tables and writes a JSON result file. Flags: see options.ts or --help.
+ * A/B/C against a cluster (a local one it starts, or --endpoints), each closed-loop (the peak) and then
+ * open-loop at half that peak (the latency a cluster shows below saturation), does the same on a local
+ * cluster whose bucket resolves conflicts by last write wins and against a 1-node n=1,r=1,w=1 baseline,
+ * prints tables (with the siblings reads met) and writes a JSON result file. Flags: options.ts or --help.
  */
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -18,7 +20,9 @@ import {
   comparePhases,
   formatComparisonTable,
   formatErrors,
+  formatOpenLoopTable,
   formatPhaseTable,
+  formatSiblingTable,
   type PhaseSummary,
   summarizePhase,
 } from './report.js';
@@ -38,9 +42,12 @@ import { ZIPFIAN_CONSTANT } from './zipfian.js';
 /** Replication of the baseline bucket: one copy, one reply. */
 const BASELINE_PROPS: Partial<BucketProps> = { n: 1, r: 1, w: 1 };
 
+/** The open-loop phase after each workload is offered this share of the workload's closed-loop ops/s. */
+const HALF_LOAD = 0.5;
+
 /** What to benchmark: a local cluster to start, or existing endpoints. */
 interface Target {
-  label: 'cluster' | 'baseline' | 'insecure cluster';
+  label: 'cluster' | 'baseline' | 'insecure cluster' | 'lww cluster';
   local?: { nodes: number; insecure?: boolean };
   endpoints?: string[];
   /** Bucket props set before loading (none: the server's defaults). */
@@ -148,7 +155,7 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         via: KvClient = client,
         into: PhaseSummary[] = phases,
         label: string = target.label,
-      ) => {
+      ): Promise<PhaseSummary> => {
         const total = plan.operations;
         const nodes = procs();
         const cpu0 = cpuSnapshot(nodes);
@@ -161,16 +168,20 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
         });
         clearProgress();
         if (signal.aborted) throw new Interrupted();
-        const summary = summarizePhase(result);
+        const summary = summarizePhase(result, plan.rate);
         const o = summary.overall;
         const cpu = serverCpu(nodes, cpu0, cpuSnapshot(nodes), o.count + o.errors);
         if (cpu) summary.serverCpu = cpu;
         out(
           `${label}: ${summary.name} done: ${o.count} ok, ${o.errors} errors, ` +
             `${o.opsPerSec.toFixed(0)} ops/s over ${summary.elapsedSec.toFixed(1)} s` +
+            (plan.rate === undefined
+              ? ''
+              : ` (offered ${plan.rate.toFixed(0)}), p50 ${o.latencyMs.p50} ms, p99 ${o.latencyMs.p99} ms`) +
             (cpu ? `, server CPU ${cpu.usPerOp.toFixed(0)} µs/op` : ''),
         );
         into.push(summary);
+        return summary;
       };
       await run({ name: 'load', operations: options.records, nextOperation: loadOperations(values) });
       remember('after load');
@@ -200,15 +211,31 @@ async function runTarget(target: Target, options: BenchOptions, signal: AbortSig
       try {
         await routed?.prepare();
         for (const name of options.workloads) {
-          const plan = () => {
-            const random = new SeededRandom(options.seed, 10 + WORKLOAD_NAMES.indexOf(name));
-            const next = workloadOperations(WORKLOADS[name], options.records, random, values);
-            return options.durationSec === undefined
-              ? { name, operations: options.operations, nextOperation: next }
-              : { name, durationMs: options.durationSec * 1000, nextOperation: next };
-          };
-          await run(plan());
+          const operations = (stream: number) =>
+            workloadOperations(
+              WORKLOADS[name],
+              options.records,
+              new SeededRandom(options.seed, stream + WORKLOAD_NAMES.indexOf(name)),
+              values,
+            );
+          const plan = () =>
+            options.durationSec === undefined
+              ? { name, operations: options.operations, nextOperation: operations(10) }
+              : { name, durationMs: options.durationSec * 1000, nextOperation: operations(10) };
+          const peak = await run(plan());
           if (routed && routedPhases) await run(plan(), routed, routedPhases, 'cluster, client-routed');
+          const rate = peak.overall.opsPerSec * HALF_LOAD;
+          if (options.halfLoad && rate > 0) {
+            // As long as the closed-loop phase took (or --duration), at half its rate.
+            const seconds = options.durationSec ?? peak.elapsedSec;
+            await run({
+              name: `${name}@${HALF_LOAD * 100}%`,
+              rate,
+              operations: Math.max(1, Math.round(rate * seconds)),
+              durationMs: seconds * 1000 + 1_000,
+              nextOperation: operations(20),
+            });
+          }
         }
       } finally {
         await routed?.close();
@@ -257,11 +284,18 @@ function printTarget(result: TargetResult, description: string): void {
   out(formatPhaseTable(result.phases));
   const errors = formatErrors(result.phases);
   if (errors.length > 0) out(`errors: ${errors.join('; ')}`);
-  const siblings = result.phases
-    .filter((phase) => phase.operations.read)
-    .map((phase) => `${phase.name} ${phase.overall.siblingReads}/${phase.operations.read?.count}`);
-  if (result.phases.some((phase) => phase.overall.siblingReads > 0))
-    out(`reads answered 300 with siblings (concurrent updates of hot keys): ${siblings.join(', ')}`);
+  if (result.phases.some((phase) => phase.offeredOpsPerSec !== undefined)) {
+    out(
+      `open loop at ${HALF_LOAD * 100}% of the closed-loop peak (latency from when each operation was due):`,
+    );
+    out(formatOpenLoopTable(result.phases));
+  }
+  if (result.phases.some((phase) => phase.siblings)) {
+    out(
+      `values met by reads (bucket conflict ${result.bucketProps?.conflict ?? '?'}; more than 1: siblings of concurrent updates):`,
+    );
+    out(formatSiblingTable(result.phases));
+  }
   const server = result.server;
   if (!server) return;
   out('node processes:');
@@ -332,12 +366,18 @@ async function main(argv: string[]): Promise<number> {
   const insecureTarget: Target | undefined = options.compareInsecure
     ? { label: 'insecure cluster', local: { nodes: options.nodes, insecure: true } }
     : undefined;
+  // The same cluster with a bucket that resolves conflicts by last write wins: no siblings to carry.
+  const lwwTarget: Target | undefined = options.lww
+    ? { label: 'lww cluster', local: { nodes: options.nodes }, props: { conflict: 'lww' } }
+    : undefined;
 
   let cluster: TargetResult;
   let baseline: TargetResult | null = null;
   let insecure: TargetResult | null = null;
+  let lww: TargetResult | null = null;
   try {
     cluster = await runTarget(clusterTarget, options, controller.signal);
+    if (lwwTarget) lww = await runTarget(lwwTarget, options, controller.signal);
     if (insecureTarget) insecure = await runTarget(insecureTarget, options, controller.signal);
     if (baselineTarget) baseline = await runTarget(baselineTarget, options, controller.signal);
   } catch (err) {
@@ -357,6 +397,13 @@ async function main(argv: string[]): Promise<number> {
   );
   if (baseline) {
     printTarget(baseline, `${baseline.nodes} node(s), bucket props ${JSON.stringify(baseline.bucketProps)}`);
+  }
+  const conflictModes = lww ? comparePhases(lww.phases, cluster.phases) : null;
+  if (lww && conflictModes) {
+    printTarget(lww, `${lww.nodes} node(s), bucket props ${JSON.stringify(lww.bucketProps)}`);
+    out();
+    out('== lww ÷ siblings (ops/s ratio > 1: last write wins is faster; p99 ratio < 1: lower tail)');
+    out(formatComparisonTable(conflictModes));
   }
   if (comparison) {
     out();
@@ -404,6 +451,8 @@ async function main(argv: string[]): Promise<number> {
       baselineEndpoint: options.baselineEndpoint ?? null,
       baseline: options.baseline,
       compareInsecure: options.compareInsecure,
+      lww: options.lww,
+      halfLoad: options.halfLoad ? HALF_LOAD : null,
     },
     environment: environment(),
     cluster,
@@ -412,6 +461,8 @@ async function main(argv: string[]): Promise<number> {
     routing,
     insecure,
     security,
+    lww,
+    conflictModes,
   };
   const file = path.resolve(options.out);
   await mkdir(path.dirname(file), { recursive: true });

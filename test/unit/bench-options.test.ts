@@ -24,6 +24,8 @@ describe('bench options', () => {
       routing: true,
       compareInsecure: false,
       restart: true,
+      lww: true,
+      halfLoad: true,
       bucket: 'ycsb',
       out: 'bench/results/ycsb-2025-01-02T03-04-05-678Z.json',
       seed: 99,
@@ -31,6 +33,9 @@ describe('bench options', () => {
     expect(parse('--no-routing').routing).toBe(false);
     expect(parse('--compare-insecure').compareInsecure).toBe(true);
     expect(parse('--no-restart').restart).toBe(false);
+    expect(parse('--no-lww').lww).toBe(false);
+    expect(parse('--endpoints', 'http://h:1').lww).toBe(false);
+    expect(parse('--no-half-load').halfLoad).toBe(false);
     expect(defaultOutPath(now)).toBe('bench/results/ycsb-2025-01-02T03-04-05-678Z.json');
   });
 
