@@ -11,8 +11,12 @@
  * - the CPU of one exchange as the node reports it (dynamo_merkle_exchange_cpu_seconds_total over
  *   dynamo_merkle_exchanges_total), when the node exports it.
  * Medians over the rounds are printed. With --data-dir the filled directories are kept and reused by
- * later runs of the same --keys/--value-bytes/--nodes (filling 1M keys of 1 KB takes minutes).
- * Flags: --keys 1000000 --value-bytes 1024 --nodes 3 --rounds 3 --ae-interval-ms 5000 --data-dir DIR --json.
+ * later runs of the same --keys/--value-bytes/--nodes/--hints (filling 1M keys of 1 KB takes minutes).
+ * --hints N also queues N hints on each node (for the next node, each carrying one of the objects), as a
+ * node holds them after a peer was down; --kill ends every round with SIGKILL instead of SIGTERM, so
+ * each start after the first is a start after a crash (no key index saved at shutdown).
+ * Flags: --keys 1000000 --value-bytes 1024 --nodes 3 --rounds 3 --ae-interval-ms 5000 --hints 0 --kill
+ * --data-dir DIR --json.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,6 +25,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { BucketPropsTable } from '../node/src/buckets/props.js';
+import { HintQueue } from '../node/src/handoff/hint-queue.js';
 import type { PutReply } from '../node/src/replica/messages.js';
 import { Replica } from '../node/src/replica/replica.js';
 import { ObjectStore } from '../node/src/storage/store.js';
@@ -55,6 +60,8 @@ interface FillSpec {
   keys: number;
   valueBytes: number;
   nodes: number;
+  /** Hints queued on each node, for the next node. */
+  hints: number;
 }
 
 /** Writes spec.keys objects into every node's store, as a cluster with n = nodes would hold them. */
@@ -82,6 +89,8 @@ async function fill(dirs: string[], spec: FillSpec): Promise<void> {
       );
     }
     const [first, ...others] = replicas as [Replica, ...Replica[]];
+    /** The first few objects, for the hints to carry. */
+    const objects: Buffer[] = [];
     const start = performance.now();
     let next = 0;
     let reported = 0;
@@ -107,6 +116,7 @@ async function fill(dirs: string[], spec: FillSpec): Promise<void> {
             sib,
             lww: false,
           })) as PutReply;
+          if (i < 1000) objects[i] = obj;
           await Promise.all(others.map((r) => r.handle({ op: 'merge', b: BUCKET, k, obj, lww: false })));
           if (i >= reported + spec.keys / 10) {
             reported = i;
@@ -120,6 +130,22 @@ async function fill(dirs: string[], spec: FillSpec): Promise<void> {
     progress(
       `filled ${spec.keys} keys into ${dirs.length} stores in ${((performance.now() - start) / 1000).toFixed(0)} s`,
     );
+    if (spec.hints > 0) {
+      for (const [i, store] of stores.entries()) {
+        const queue = await HintQueue.open(store.keySpace('h:'));
+        const target = `n${((i + 1) % stores.length) + 1}`;
+        let n = 0;
+        await Promise.all(
+          Array.from({ length: FILL_CONCURRENCY }, async () => {
+            for (let h = n++; h < spec.hints; h = n++) {
+              const j = h % objects.length;
+              await queue.add({ target, bucket: BUCKET, key: `key${j}`, obj: objects[j]! });
+            }
+          }),
+        );
+      }
+      progress(`queued ${spec.hints} hints on each node`);
+    }
   } finally {
     for (const s of stores) await s.close();
   }
@@ -167,7 +193,12 @@ async function answers(url: string): Promise<boolean> {
 }
 
 /** Starts the nodes on the filled directories, measures them, and stops them. */
-async function round(dirs: string[], aeIntervalMs: number, timeoutMs: number): Promise<NodeSample[]> {
+async function round(
+  dirs: string[],
+  aeIntervalMs: number,
+  timeoutMs: number,
+  kill: boolean,
+): Promise<NodeSample[]> {
   const count = dirs.length;
   const base = await findFreePortRange(count * 2);
   const http = (i: number) => base + i;
@@ -264,12 +295,12 @@ async function round(dirs: string[], aeIntervalMs: number, timeoutMs: number): P
         (p) =>
           new Promise<void>((resolve) => {
             if (p.exitCode !== null || p.signalCode !== null) return resolve();
-            const kill = setTimeout(() => p.kill('SIGKILL'), 30_000);
+            const force = setTimeout(() => p.kill('SIGKILL'), 30_000);
             p.once('exit', () => {
-              clearTimeout(kill);
+              clearTimeout(force);
               resolve();
             });
-            p.kill('SIGTERM');
+            p.kill(kill ? 'SIGKILL' : 'SIGTERM');
           }),
       ),
     );
@@ -284,6 +315,8 @@ async function main(): Promise<void> {
       nodes: { type: 'string', default: '3' },
       rounds: { type: 'string', default: '3' },
       'ae-interval-ms': { type: 'string', default: '5000' },
+      hints: { type: 'string', default: '0' },
+      kill: { type: 'boolean', default: false },
       'timeout-s': { type: 'string', default: '900' },
       'data-dir': { type: 'string' },
       json: { type: 'boolean', default: false },
@@ -292,7 +325,7 @@ async function main(): Promise<void> {
   });
   if (values.help) {
     process.stdout.write(
-      'usage: npm run bench:scale -- [--keys 1000000] [--value-bytes 1024] [--nodes 3] [--rounds 3] [--ae-interval-ms 5000] [--timeout-s 900] [--data-dir DIR] [--json]\n',
+      'usage: npm run bench:scale -- [--keys 1000000] [--value-bytes 1024] [--nodes 3] [--rounds 3] [--ae-interval-ms 5000] [--hints 0] [--kill] [--timeout-s 900] [--data-dir DIR] [--json]\n',
     );
     return;
   }
@@ -300,7 +333,9 @@ async function main(): Promise<void> {
     keys: positiveInt('keys', values.keys),
     valueBytes: positiveInt('value-bytes', values['value-bytes']),
     nodes: positiveInt('nodes', values.nodes),
+    hints: values.hints === '0' ? 0 : positiveInt('hints', values.hints),
   };
+  const kill = values.kill === true;
   const rounds = positiveInt('rounds', values.rounds);
   const aeIntervalMs = positiveInt('ae-interval-ms', values['ae-interval-ms']);
   const timeoutMs = positiveInt('timeout-s', values['timeout-s']) * 1000;
@@ -319,7 +354,7 @@ async function main(): Promise<void> {
 
     const all: NodeSample[][] = [];
     for (let r = 0; r < rounds; r++) {
-      const samples = await round(dirs, aeIntervalMs, timeoutMs);
+      const samples = await round(dirs, aeIntervalMs, timeoutMs, kill);
       all.push(samples);
       for (const s of samples)
         progress(
@@ -340,6 +375,7 @@ async function main(): Promise<void> {
       ...spec,
       rounds,
       aeIntervalMs,
+      stop: kill ? 'SIGKILL' : 'SIGTERM',
       cpus: os.cpus().length,
       node: process.version,
       loadAverage: os.loadavg(),
@@ -369,7 +405,9 @@ async function main(): Promise<void> {
     const m = result.median;
     const out = (line = '') => process.stdout.write(`${line}\n`);
     out(
-      `${spec.nodes} nodes holding ${spec.keys} keys of ${spec.valueBytes} B each, ${rounds} starts, median over every node and start:`,
+      `${spec.nodes} nodes holding ${spec.keys} keys of ${spec.valueBytes} B each` +
+        (spec.hints > 0 ? ` and ${spec.hints} hints` : '') +
+        `, ${rounds} starts${kill ? ' (each round ended by SIGKILL: every start after the first follows a crash)' : ''}, median over every node and start:`,
     );
     out(
       `  /health after ${m.healthMs} ms (max ${result.max.healthMs}), /ready after ${m.readyMs} ms (max ${result.max.readyMs})`,
