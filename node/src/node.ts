@@ -322,6 +322,14 @@ export async function startNode(
     onDelivered: (target, n) => metrics.hintsDelivered.inc({ target }, n),
     onExpired: (n) => metrics.hintsExpired.inc(n),
   });
+  // The stored hints are counted in the background: a target's are delivered once it is counted.
+  hints.loaded().then(
+    () => log.debug({ targets: hints.pending().size }, 'stored hints counted'),
+    (err) => {
+      if (!hints.closed)
+        log.error({ err }, 'counting the stored hints failed; they stay stored for the next start');
+    },
+  );
   const metrics = new NodeMetrics(config.nodeId, {
     storage: { keys: () => store.keyCount, bytes: () => store.approximateBytes() },
     members: memberCounts,
@@ -590,6 +598,7 @@ export async function startNode(
     props,
     membership,
     hintsPending: () => [...hints.pending().values()].reduce((a, b) => a + b, 0),
+    hintsCounted: () => hints.isLoaded,
     log,
     onDeleted: (n) => metrics.cleanupDeleted.inc(n),
   });
@@ -722,6 +731,7 @@ export async function startNode(
       await antiEntropy
         .saveIndex()
         .catch((err) => log.warn({ err }, 'could not save the anti-entropy key index'));
+      await hints.close();
       await store.close();
       log.info('node stopped');
     },

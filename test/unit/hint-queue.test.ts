@@ -62,10 +62,13 @@ describe('HintQueue', () => {
         ['n3', 1],
       ]),
     );
+    await queue.close();
     await store.close();
 
     const reopened = await openStore(dir);
     const again = await HintQueue.open(reopened.store.keySpace('h:'), opts);
+    await again.loaded(); // the stored hints are counted in the background
+    expect(again.isLoaded).toBe(true);
     expect(again.pending()).toEqual(
       new Map([
         ['n2', 2],
@@ -388,6 +391,78 @@ describe('HintQueue', () => {
     expect(seen.size).toBe(10_000);
     expect(delivered).toBe(10_000);
     expect(queue.pending().size).toBe(0);
-    expect(await HintQueue.open(store.keySpace('h:')).then((q) => q.pending().size)).toBe(0);
+    const reopened = await HintQueue.open(store.keySpace('h:'));
+    await reopened.loaded();
+    expect(reopened.pending().size).toBe(0);
+  });
+
+  it('opens without reading the stored hints; adds and deliveries meanwhile lose none and count each once', async () => {
+    const { dir, store } = await openStore();
+    const first = await HintQueue.open(store.keySpace('h:'), { ratePerSecond: 1e9 });
+    const targets = ['n2', 'n3', 'n4'];
+    for (let chunk = 0; chunk < 6_000; chunk += 500)
+      await Promise.all(
+        Array.from({ length: 500 }, (_, i) => first.add(hint(targets[(chunk + i) % 3]!, `old${chunk + i}`))),
+      );
+    await first.close();
+    await store.close();
+
+    const reopened = await openStore(dir);
+    const queue = await HintQueue.open(reopened.store.keySpace('h:'), { ratePerSecond: 1e9 });
+    // Right after the open: new hints for a stored target and a new one, and a delivery, while counting.
+    const sent = new Map<string, number>();
+    const send = async (h: Hint) => void sent.set(h.key, (sent.get(h.key) ?? 0) + 1);
+    const adds = Array.from({ length: 300 }, (_, i) => queue.add(hint(i % 2 ? 'n2' : 'n5', `new${i}`)));
+    const early = queue.deliver('n3', send);
+    await Promise.all([...adds, early, queue.loaded()]);
+    expect(queue.isLoaded).toBe(true);
+    const n3 = (await early).delivered;
+    expect(queue.pending()).toEqual(
+      new Map([
+        ['n2', 2_000 + 150],
+        ...(n3 === 2_000 ? [] : [['n3', 2_000 - n3] as [string, number]]),
+        ['n4', 2_000],
+        ['n5', 150],
+      ]),
+    );
+    for (const t of ['n2', 'n3', 'n4', 'n5']) await queue.deliver(t, send);
+    expect(sent.size).toBe(6_300);
+    expect([...sent.values()].every((n) => n === 1)).toBe(true);
+    expect(queue.pending().size).toBe(0);
+  });
+
+  it('never overwrites a stored hint, whatever key a hint of an older ms took in an earlier run', async () => {
+    const { dir, store } = await openStore();
+    const { opts } = fakeTime();
+    const first = await HintQueue.open(store.keySpace('h:'), opts);
+    await first.add(hint('n2', 'newest', 500)); // sequence 0, the target's last key
+    await first.add(hint('n2', 'older', 100)); // sequence 1 at an older ms, not the last key
+    await first.close();
+    await store.close();
+
+    const reopened = await openStore(dir);
+    const queue = await HintQueue.open(reopened.store.keySpace('h:'), opts);
+    // The sequence continues past the last key's (0): the key (100, 1) is in use and must be skipped.
+    await queue.add(hint('n2', 'again-older', 100));
+    await queue.loaded();
+    expect(queue.pending()).toEqual(new Map([['n2', 3]]));
+    const r = recorder();
+    await queue.deliver('n2', r.send);
+    expect(r.keys().toSorted()).toEqual(['again-older', 'newest', 'older']);
+  });
+
+  it('stops counting at close, before the store closes', async () => {
+    const { dir, store } = await openStore();
+    const first = await HintQueue.open(store.keySpace('h:'));
+    await Promise.all(Array.from({ length: 3_000 }, (_, i) => first.add(hint(`t${i % 300}`, `k${i}`))));
+    await first.close();
+    await store.close();
+
+    const reopened = await openStore(dir);
+    const queue = await HintQueue.open(reopened.store.keySpace('h:'));
+    await queue.close();
+    await reopened.store.close();
+    await expect(queue.loaded()).rejects.toThrow(/closed/);
+    expect(queue.isLoaded).toBe(false);
   });
 });

@@ -1,6 +1,8 @@
 /**
  * The durable queue of hints for hinted handoff: writes this node accepted for an owner that was down,
  * kept in LevelDB until they are delivered to it (oldest first, rate-limited) or outlive the window.
+ * Opening reads nothing that grows with the hints: they are counted per target in the background (a
+ * target's deliveries wait for its count), so a node with millions of hints listens at once.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { Packr } from 'msgpackr';
@@ -111,7 +113,18 @@ const defaultSleep = async (ms: number, signal?: AbortSignal) => {
  * Hints are never coalesced: two hints for one key are both delivered, and the receiver merges them.
  */
 export class HintQueue {
+  /** Hints per target: exact for the targets counted (all once loaded), adds and removals since otherwise. */
   private readonly counts = new Map<string, number>();
+  /** Targets being counted: their adds wait, so each stored hint is counted exactly once. */
+  private readonly gates = new Map<string, Promise<void>>();
+  /** Per target, adds issued to LevelDB and not landed yet; a count waits until there are none. */
+  private readonly adding = new Map<string, number>();
+  private readonly landed = new Map<string, () => void>();
+  /** Per target, the look at its newest stored hint that the first add makes (seq continues past it). */
+  private readonly newestSeen = new Map<string, Promise<void>>();
+  private loading: Promise<void> = Promise.resolve();
+  private counted = false;
+  private closing = false;
   /** Deliveries and expiry of one target run one at a time, so a hint is deleted (and counted) once. */
   private readonly locks = new KeyedMutex();
   /** Deliveries called (queued or running) per target. */
@@ -144,15 +157,98 @@ export class HintQueue {
     if (!(this.burst >= 1)) throw new RangeError('burst must be at least 1');
   }
 
-  /** Opens the queue over space (e.g. store.keySpace('h:')), counting the hints already in it. */
+  /**
+   * Opens the queue over space (e.g. store.keySpace('h:')) without reading its hints: they are counted
+   * in the background (loaded()). Until then pending() shows the targets counted so far and the hints
+   * added since; every stored hint is still delivered, once its target is counted.
+   */
   static async open(space: KeySpace, opts: HintQueueOptions = {}): Promise<HintQueue> {
     const queue = new HintQueue(space, opts);
-    for await (const [k] of space.entries()) {
-      const { target, seq } = parseKey(k);
-      queue.counts.set(target, (queue.counts.get(target) ?? 0) + 1);
-      if (seq >= queue.seq) queue.seq = seq + 1;
-    }
+    queue.loading = queue.load();
+    queue.loading.catch(() => undefined); // reported to whoever awaits loaded()
     return queue;
+  }
+
+  /** Resolves once every hint stored before the open is counted (pending() is then exact). */
+  loaded(): Promise<void> {
+    return this.loading;
+  }
+
+  /** Whether every stored hint is counted. */
+  get isLoaded(): boolean {
+    return this.counted;
+  }
+
+  /** Whether close() was called (a count it stopped rejects loaded()). */
+  get closed(): boolean {
+    return this.closing;
+  }
+
+  /** Stops the count if it still runs (before the store closes); resolves once it no longer reads. */
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.loading.catch(() => undefined);
+  }
+
+  /**
+   * Finds the targets, seeking from one target's range to the next, and counts each one's hints. The
+   * counts run side by side: one waits for a delivery to its target that is running (under the same
+   * lock), which may take long, but not for another target's.
+   */
+  private async load(): Promise<void> {
+    const counts: Array<Promise<void>> = [];
+    try {
+      let from = '';
+      while (!this.closing) {
+        let next: string | undefined;
+        for await (const k of this.space.keys({ gte: from, limit: 1 })) next = k;
+        if (next === undefined) break;
+        const { target } = parseKey(next);
+        counts.push(this.locks.run(target, () => this.countTarget(target)));
+        from = targetRange(target).lt;
+      }
+    } finally {
+      await Promise.allSettled(counts);
+    }
+    await Promise.all(counts);
+    if (this.closing) throw new Error('hint queue closed before its hints were counted');
+    this.counted = true;
+  }
+
+  /**
+   * Counts target's stored hints (under its lock, so no delivery or expiry removes any meanwhile): new
+   * adds wait, the ones in flight land first, and the count replaces what adds and removals made of it.
+   */
+  private async countTarget(target: string): Promise<void> {
+    let open!: () => void;
+    this.gates.set(target, new Promise<void>((resolve) => (open = resolve)));
+    try {
+      if (this.adding.has(target)) await new Promise<void>((resolve) => this.landed.set(target, resolve));
+      let n = 0;
+      for await (const _ of this.space.keys(targetRange(target))) {
+        if (this.closing) throw new Error('hint queue closed while counting');
+        n++;
+      }
+      if (n > 0) this.counts.set(target, n);
+      else this.forget(target, this.counts.get(target) ?? 0);
+    } finally {
+      this.gates.delete(target);
+      open();
+    }
+  }
+
+  /** Once per target: the sequence continues past its newest stored hint, so a hint of that ms sorts after. */
+  private seeNewest(target: string): Promise<void> {
+    let seen = this.newestSeen.get(target);
+    if (!seen) {
+      seen = (async () => {
+        for await (const k of this.space.keys({ ...targetRange(target), reverse: true, limit: 1 }))
+          this.seq = Math.max(this.seq, parseKey(k).seq + 1);
+      })();
+      this.newestSeen.set(target, seen);
+      seen.catch(() => this.newestSeen.delete(target)); // the next add looks again
+    }
+    return seen;
   }
 
   /** Stores a hint; resolves once it is in LevelDB's log. createdAt defaults to now. */
@@ -162,18 +258,34 @@ export class HintQueue {
     if (!Number.isSafeInteger(createdAt) || createdAt < 0) {
       throw new RangeError('hint createdAt must be a non-negative integer of ms');
     }
-    const k = hintKey(hint.target, createdAt, this.seq++);
+    const target = hint.target;
+    await this.seeNewest(target);
+    for (let gate = this.gates.get(target); gate; gate = this.gates.get(target)) await gate;
+    // From here to the put nothing waits, so a count that starts later sees this add in flight.
+    // A hint stored by an earlier run may hold any key of an older ms (a clock set back, an explicit
+    // createdAt): a key in use is never taken, so no stored hint is overwritten.
+    let k = hintKey(target, createdAt, this.seq++);
+    while (this.space.get(k) !== undefined) k = hintKey(target, createdAt, this.seq++);
     // Counted before the write lands, so a delivery that sees and deletes it never drives the count below 0.
-    this.counts.set(hint.target, (this.counts.get(hint.target) ?? 0) + 1);
+    this.counts.set(target, (this.counts.get(target) ?? 0) + 1);
+    this.adding.set(target, (this.adding.get(target) ?? 0) + 1);
     try {
       await this.space.put(k, packr.pack([FORMAT, hint.bucket, hint.key, hint.obj]));
     } catch (err) {
-      this.forget(hint.target, 1);
+      this.forget(target, 1);
       throw err;
+    } finally {
+      const left = (this.adding.get(target) ?? 1) - 1;
+      if (left > 0) this.adding.set(target, left);
+      else {
+        this.adding.delete(target);
+        this.landed.get(target)?.();
+        this.landed.delete(target);
+      }
     }
   }
 
-  /** Hints queued per target (targets with none are absent). */
+  /** Hints queued per target (targets with none are absent); see open() for before loaded(). */
   pending(): Map<string, number> {
     return new Map(this.counts);
   }

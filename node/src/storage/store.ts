@@ -17,8 +17,18 @@ export interface KeySpace {
   batch(
     ops: Array<{ type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string }>,
   ): Promise<void>;
-  /** Entries in key order, optionally within [gte, lt) and at most limit of them. */
-  entries(range?: { gte?: string; lt?: string; limit?: number }): AsyncGenerator<[string, Buffer]>;
+  /** Entries in key order (or reverse), optionally within [gte, lt) and at most limit of them. */
+  entries(range?: KeyRange): AsyncGenerator<[string, Buffer]>;
+  /** The keys alone, as entries gives them: no value is copied out of LevelDB. */
+  keys(range?: KeyRange): AsyncGenerator<string>;
+}
+
+/** A range of a key space: [gte, lt), at most limit keys, from the last one when reverse. */
+export interface KeyRange {
+  gte?: string;
+  lt?: string;
+  limit?: number;
+  reverse?: boolean;
 }
 
 /** Told of each object write: the object before (undefined when new) and after. */
@@ -41,6 +51,16 @@ const META = 'm:';
 export const scanCursor = (bucket: string, key: string) => `${bucket}\u0000${key}`;
 /** LevelDB key of an object; bucket names cannot hold NUL, so the split is unambiguous. */
 const objectKey = (bucket: string, key: string) => `${OBJECTS}${bucket}\u0000${key}`;
+
+/** A key space's range as LevelDB's iterator options. */
+function levelRange(prefix: string, range: KeyRange) {
+  return {
+    gte: prefix + (range.gte ?? ''),
+    lt: range.lt === undefined ? `${prefix}\uffff` : prefix + range.lt,
+    limit: range.limit ?? -1,
+    reverse: range.reverse ?? false,
+  };
+}
 
 export class ObjectStore {
   private readonly locks = new KeyedMutex();
@@ -296,10 +316,10 @@ export class ObjectStore {
           { sync },
         ),
       async *entries(range = {}) {
-        const gte = prefix + (range.gte ?? '');
-        const lt = range.lt === undefined ? `${prefix}\uffff` : prefix + range.lt;
-        for await (const [k, v] of db.iterator({ gte, lt, limit: range.limit ?? -1 }))
-          yield [k.slice(prefix.length), v];
+        for await (const [k, v] of db.iterator(levelRange(prefix, range))) yield [k.slice(prefix.length), v];
+      },
+      async *keys(range = {}) {
+        for await (const k of db.keys(levelRange(prefix, range))) yield k.slice(prefix.length);
       },
     };
   }

@@ -37,6 +37,8 @@ export interface CleanupOptions {
   membership: Membership;
   /** Hints this node still holds, for any target. */
   hintsPending: () => number;
+  /** Whether every hint stored before this start is counted in hintsPending. */
+  hintsCounted: () => boolean;
   log: Logger;
   onDeleted?: (keys: number) => void;
 }
@@ -75,6 +77,7 @@ export class Cleanup {
     // A joining node replicates nothing yet, a leaving or left one hands its data over: neither cleans.
     if (membership.state(self) !== 'up') return `this node is ${membership.state(self)}`;
     if (membership.pendingRing()) return 'a join or decommission is under way';
+    if (!this.opts.hintsCounted()) return 'this node is still counting the hints it holds';
     const hints = this.opts.hintsPending();
     if (hints > 0) return `this node still holds ${hints} hints`;
     return undefined;

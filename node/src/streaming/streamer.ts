@@ -533,6 +533,8 @@ export class Streamer {
         await this.opts.request(keeper, { op: 'hint.store', target, b, k, obj }, timeoutMs);
       }
     };
+    // Until every stored hint is counted, pending() could miss a target: none may be left behind.
+    await hints.loaded();
     for (;;) {
       const pending = [...hints.pending()].filter(([, n]) => n > 0).map(([target]) => target);
       if (pending.length === 0) return;
