@@ -2,12 +2,10 @@
 // container: its termination message, which the node writes before it exits (`<code>: <message>`, e.g.
 // `token_mismatch: ...`, `removed_member: ...`; DYNAMO_TERMINATION_MESSAGE_FILE), or the tail of its log when it
 // wrote none (terminationMessagePolicy FallbackToLogsOnError: a start script that gave up). The reconciler turns
-// them into the Degraded condition and a Warning event per pod. Pure.
+// them into the Degraded condition (status.ts) and a Warning event per pod. Pure.
 import type { V1Pod } from '@kubernetes/client-node';
-import type { DynamoClusterStatus } from './api-types.js';
 import { ordinalOf } from './names.js';
 import { CONTAINER_NAME } from './objects/statefulset.js';
-import { setCondition } from './status.js';
 
 export interface NodeFailure {
   pod: string;
@@ -63,29 +61,16 @@ export function nodeFailures(cluster: string, pods: readonly V1Pod[]): NodeFailu
 }
 
 /**
- * The status with failing nodes made visible: Degraded=True naming each pod and what it said (reason: theirs
- * when they all share one, else NodeFailing), and phase Degraded unless the spec is invalid or a node is being
- * decommissioned (whose phase says more). Unchanged when no node fails.
+ * The Degraded condition failing nodes make (status.ts sets it): naming each pod and what it said, with their
+ * reason when they all share one, else NodeFailing.
  */
-export function withNodeFailures(
-  status: DynamoClusterStatus,
-  failures: readonly NodeFailure[],
-  generation: number,
-  now: Date,
-): DynamoClusterStatus {
-  if (failures.length === 0) return status;
+export function failuresCondition(failures: readonly NodeFailure[]): { reason: string; message: string } {
   const reasons = new Set(failures.map((f) => f.reason));
   const reason = reasons.size === 1 ? failures[0]!.reason : 'NodeFailing';
   const message = failures
     .map((f) => `${f.pod} cannot start (restarted ${f.restarts} times): ${f.message}`)
     .join('; ');
-  const conditions = setCondition(
-    status.conditions ?? [],
-    { type: 'Degraded', status: 'True', reason, message, observedGeneration: generation },
-    now,
-  );
-  const phase = status.phase === 'Invalid' || status.phase === 'Decommissioning' ? status.phase : 'Degraded';
-  return { ...status, conditions, phase };
+  return { reason, message };
 }
 
 /** The Warning event for a failing node: stable across restarts, so it is recorded once per reason. */

@@ -28,7 +28,7 @@ import {
   tokenConfigMapName,
 } from './names.js';
 import type { NodeAccess, NodeAdmin, NodeUrlResolver } from './node-admin.js';
-import { failureEvent, type NodeFailure, nodeFailures, withNodeFailures } from './node-failures.js';
+import { failureEvent, type NodeFailure, nodeFailures } from './node-failures.js';
 import { buildAuthSecret, operatorToken } from './objects/auth.js';
 import { buildPodDisruptionBudget } from './objects/disruption-budget.js';
 import { buildNetworkPolicy } from './objects/network-policy.js';
@@ -784,7 +784,7 @@ export class Reconciler {
 
   private async writeStatus(ctx: ReconcileContext, log: Logger): Promise<void> {
     const replicas = ctx.statefulSet?.spec?.replicas ?? 0;
-    const built = buildStatus({
+    const status = buildStatus({
       cluster: ctx.cluster.metadata.name,
       generation: ctx.cluster.metadata.generation ?? 0,
       desiredNodes: ctx.spec.nodes,
@@ -794,13 +794,12 @@ export class Reconciler {
       decommissioning: ctx.decommissioning,
       replicas,
       pods: ctx.pods,
+      nodeFailures: ctx.nodeFailures,
       tokens: ctx.tokens,
       ringStates: ctx.ringStates,
       previous: ctx.cluster.status,
       now: this.now(),
     });
-    const generation = ctx.cluster.metadata.generation ?? 0;
-    const status = withNodeFailures(built, ctx.nodeFailures ?? [], generation, this.now());
     // An unknown mode (a CRD older than this operator let it through) has no place in the status schema.
     if ((TLS_MODES as readonly string[]).includes(ctx.spec.tls.mode)) status.tls = this.tlsStatus(ctx);
     if (sameStatus(ctx.cluster.status, status)) return;

@@ -8,6 +8,7 @@ import type {
   Phase,
 } from './api-types.js';
 import { podName } from './names.js';
+import { failuresCondition, type NodeFailure } from './node-failures.js';
 import type { PodView, ScalingDecision } from './scaling.js';
 import type { TokenAssignments } from './token-assignments.js';
 
@@ -47,6 +48,8 @@ export interface StatusInput {
   replicas: number;
   pods: PodView[];
   tokens: TokenAssignments;
+  /** Node pods that keep failing with a reason (node-failures.ts): they make the cluster Degraded. */
+  nodeFailures?: readonly NodeFailure[];
   /** Ring state per node from a ready node's /admin/ring, when it could be read. */
   ringStates?: Map<string, string>;
   previous: DynamoClusterStatus | undefined;
@@ -145,7 +148,10 @@ export function buildStatus(input: StatusInput): DynamoClusterStatus {
     if (i !== joining && !input.pods.some((p) => p.ordinal === i)) missing.push(i);
   }
   const unhealthy = [...down.filter((o) => o !== joining), ...missing].sort((a, b) => a - b);
-  if (input.decommissionProblem) {
+  if (input.nodeFailures?.length) {
+    const { reason, message } = failuresCondition(input.nodeFailures);
+    set('Degraded', 'True', reason, message);
+  } else if (input.decommissionProblem) {
     set('Degraded', 'True', 'DecommissionStalled', input.decommissionProblem);
   } else if (unhealthy.length > 0 && readyNodes > 0) {
     set(

@@ -1,7 +1,8 @@
 import type { V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import type { DynamoClusterStatus } from '../../operator/src/api-types.js';
-import { failureEvent, nodeFailures, withNodeFailures } from '../../operator/src/node-failures.js';
+import { failureEvent, nodeFailures } from '../../operator/src/node-failures.js';
+import { buildStatus, type StatusInput } from '../../operator/src/status.js';
 
 const MISMATCH =
   "token_mismatch: node demo-0's data directory (/var/lib/dynamo) holds the 256 tokens it claimed before, but --initial-tokens assigns it 16 tokens";
@@ -70,9 +71,9 @@ describe('nodeFailures', () => {
   });
 });
 
-describe('withNodeFailures', () => {
+describe('failing nodes in the status', () => {
   const now = new Date('2025-01-01T00:00:00Z');
-  const healthy: DynamoClusterStatus = {
+  const previous: DynamoClusterStatus = {
     phase: 'Creating',
     conditions: [
       {
@@ -84,10 +85,24 @@ describe('withNodeFailures', () => {
       },
     ],
   };
+  // A new one-node cluster whose only pod does not come up: Creating, were it not for what the pod says.
+  const input = (o: Partial<StatusInput> = {}): StatusInput => ({
+    cluster: 'demo',
+    generation: 4,
+    desiredNodes: 1,
+    problems: [],
+    replicas: 1,
+    pods: [{ ordinal: 0, ready: false }],
+    tokens: new Map(),
+    previous,
+    now,
+    ...o,
+  });
 
   it('makes the cluster Degraded, naming each failing pod and what it said', () => {
     const failures = nodeFailures('demo', [pod('demo-0', crashLooping(MISMATCH))]);
-    const status = withNodeFailures(healthy, failures, 4, now);
+    expect(buildStatus(input()).phase).toBe('Creating');
+    const status = buildStatus(input({ nodeFailures: failures }));
     expect(status.phase).toBe('Degraded');
     expect(status.conditions?.find((c) => c.type === 'Degraded')).toEqual({
       type: 'Degraded',
@@ -109,10 +124,14 @@ describe('withNodeFailures', () => {
       pod('demo-0', crashLooping(MISMATCH)),
       pod('demo-1', crashLooping('removed_member: node demo-1 was removed')),
     ]);
-    expect(withNodeFailures(healthy, failures, 1, now).conditions?.[0]?.reason).toBe('NodeFailing');
-    expect(withNodeFailures({ ...healthy, phase: 'Decommissioning' }, failures, 1, now).phase).toBe(
-      'Decommissioning',
-    );
-    expect(withNodeFailures(healthy, [], 1, now)).toBe(healthy);
+    const degraded = (s: DynamoClusterStatus) => s.conditions?.find((c) => c.type === 'Degraded');
+    expect(degraded(buildStatus(input({ nodeFailures: failures })))?.reason).toBe('NodeFailing');
+    const record = { node: 'demo-1', ordinal: 1, state: 'leaving', startedAt: now.toISOString() };
+    expect(
+      buildStatus(input({ nodeFailures: failures, replicas: 2, desiredNodes: 1, decommissioning: record }))
+        .phase,
+    ).toBe('Decommissioning');
+    expect(buildStatus(input({ nodeFailures: failures, problems: ['bad spec'] })).phase).toBe('Invalid');
+    expect(buildStatus(input({ nodeFailures: [] }))).toEqual(buildStatus(input()));
   });
 });
