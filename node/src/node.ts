@@ -20,7 +20,7 @@ import {
   RequestTimeoutError,
   TokenMismatchError,
 } from './errors.js';
-import { HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
+import { HINTS_KEY_SPACE, HintDelivery, HintQueue, HintRouter } from './handoff/index.js';
 import { EntrySigner } from './membership/entry-signing.js';
 import { GossipMembership, markedDown } from './membership/gossip.js';
 import type { MemberStatus } from './membership/gossip-state.js';
@@ -40,7 +40,7 @@ import { WatchedFiles } from './runtime/watched-files.js';
 import { ObjectStore } from './storage/store.js';
 import { Cleanup } from './streaming/cleanup.js';
 import { StaticRebuild } from './streaming/rebuild.js';
-import { clearAfterLeave, HINTS_KEY_SPACE } from './streaming/rejoin.js';
+import { clearAfterLeave } from './streaming/rejoin.js';
 import { type StreamRequest, StreamSource } from './streaming/source.js';
 import { loadNodeRecord, type NodeRecord, Streamer } from './streaming/streamer.js';
 import { ReplicationWidening } from './streaming/widen.js';

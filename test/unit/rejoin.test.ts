@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HintQueue } from '../../node/src/handoff/hint-queue.js';
+import { HINTS_KEY_SPACE, HintQueue } from '../../node/src/handoff/hint-queue.js';
 import { nextGeneration } from '../../node/src/membership/persisted.js';
 import { ObjectStore } from '../../node/src/storage/store.js';
-import { clearAfterLeave, HINTS_KEY_SPACE } from '../../node/src/streaming/rejoin.js';
+import { clearAfterLeave } from '../../node/src/streaming/rejoin.js';
 import { loadNodeRecord, saveNodeRecord } from '../../node/src/streaming/streamer.js';
 import { fresh } from '../../node/src/version/dvvset.js';
 

@@ -107,6 +107,9 @@ const defaultSleep = async (ms: number, signal?: AbortSignal) => {
   await delay(ms, undefined, signal ? { signal } : undefined);
 };
 
+/** The key space of the node's database that holds the hint queue (node.ts opens the queue over it). */
+export const HINTS_KEY_SPACE = 'h:';
+
 /**
  * Hints per target in one key space. Each hint is deleted only after its send resolved, so a crash or a
  * failed send can deliver a hint twice but never lose one; delivery is a merge, so twice is harmless.
@@ -158,7 +161,7 @@ export class HintQueue {
   }
 
   /**
-   * Opens the queue over space (e.g. store.keySpace('h:')) without reading its hints: they are counted
+   * Opens the queue over space (store.keySpace(HINTS_KEY_SPACE)) without reading its hints: they are counted
    * in the background (loaded()). Until then pending() shows the targets counted so far and the hints
    * added since; every stored hint is still delivered, once its target is counted.
    */

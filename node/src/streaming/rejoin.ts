@@ -16,12 +16,10 @@ import { unlink } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { PROPS_META_PREFIX } from '../buckets/props.js';
 import { InvalidRequestError } from '../errors.js';
+import { HINTS_KEY_SPACE } from '../handoff/hint-queue.js';
 import { MEMBERSHIP_META } from '../membership/persisted.js';
 import type { ObjectStore } from '../storage/store.js';
 import { NODE_RECORD } from './streamer.js';
-
-/** The key space of the hint queue (node.ts opens the queue over it). */
-export const HINTS_KEY_SPACE = 'h:';
 
 export interface LeftDirectory {
   nodeId: string;
