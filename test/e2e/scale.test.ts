@@ -41,12 +41,12 @@ import { parseAssignments } from '../../operator/src/token-assignments.js';
 import { AckChecker } from '../integration/ack-checker.js';
 import { CLI, type Fetch, metric, waitFor } from '../integration/harness.js';
 import { type ControlPlane, startControlPlane } from '../operator/control-plane.js';
+import { GROUP, waitForCrdServed } from '../operator/fixtures.js';
 import { PodRunner, REPO_ROOT } from './pod-runner.js';
 
 const BUILD_TIMEOUT_MS = 45 * 60_000;
 const NS = 'e2e';
 const NAME = 'demo';
-const GROUP = { group: 'dynamokv.io', version: 'v1alpha1', plural: 'dynamoclusters' };
 const HTTP_PORT = 8080;
 const PEER_PORT = 7070;
 const DAY = 86_400_000;
@@ -108,14 +108,7 @@ describe('a DynamoCluster on a real control plane with real node processes', () 
       '-f',
       join(REPO_ROOT, 'crds'),
     ]);
-    await waitFor(
-      'the CRD to be served',
-      async () => {
-        await custom.listNamespacedCustomObject({ ...GROUP, namespace: NS });
-        return true;
-      },
-      30_000,
-    );
+    await waitForCrdServed(cp.kubeConfig, NS);
     runner = new PodRunner({
       kubeConfig: cp.kubeConfig,
       namespace: NS,

@@ -7,50 +7,27 @@
  * NetworkPolicy may not hold (a bad label key) makes the spec invalid and leaves the policy as it was. No
  * network plugin runs here, so what the policy admits is checked as written, not as enforced.
  */
-import { readFileSync } from 'node:fs';
 import {
   ApiException,
-  ApiextensionsV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  loadYaml,
   NetworkingV1Api,
   PatchStrategy,
   setHeaderOptions,
-  type V1CustomResourceDefinition,
   type V1NetworkPolicy,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DynamoCluster, NetworkPeer } from '../../operator/src/api-types.js';
 import { ClientNodeKubeApi } from '../../operator/src/kube.js';
-import type { NodeAdmin, RingView } from '../../operator/src/node-admin.js';
 import { Reconciler } from '../../operator/src/reconcile.js';
-import type { NodeStatus } from '../../operator/src/scaling.js';
 import { waitFor } from '../integration/harness.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
+import { GROUP, installCrd, QuietNodes } from './fixtures.js';
 
 const BUILD_TIMEOUT_MS = 45 * 60_000;
-const CRD = new URL('../../crds/dynamokv.io_dynamoclusters.yaml', import.meta.url);
 const NS = 'dyn-netpol';
 const OPERATOR_NS = 'dynamo-system';
-const GROUP = { group: 'dynamokv.io', version: 'v1alpha1', plural: 'dynamoclusters' };
-
-/** Node admin APIs that answer; no pod becomes ready here, so the reconciler hardly calls them. */
-class QuietNodes implements NodeAdmin {
-  async decommission(): Promise<NodeStatus> {
-    return { state: 'left', stream: null };
-  }
-  async status(): Promise<NodeStatus> {
-    return { state: 'up', stream: null };
-  }
-  async ring(): Promise<RingView> {
-    return { members: [] };
-  }
-  async storageBytes(): Promise<number | undefined> {
-    return 0;
-  }
-}
 
 const OWN = {
   podSelector: {
@@ -93,18 +70,7 @@ describe('spec.network.clientFrom on a real API server', () => {
     networking = cp.kubeConfig.makeApiClient(NetworkingV1Api);
     const core = cp.kubeConfig.makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: NS } } });
-    const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
-    await ext.createCustomResourceDefinition({
-      body: loadYaml<V1CustomResourceDefinition>(readFileSync(CRD, 'utf8')),
-    });
-    await waitFor(
-      'the CRD to be served',
-      async () => {
-        await custom.listNamespacedCustomObject({ ...GROUP, namespace: NS });
-        return true;
-      },
-      30_000,
-    );
+    await installCrd(cp.kubeConfig, NS);
     reconciler = new Reconciler({
       kube: new ClientNodeKubeApi(cp.kubeConfig, 'netpol-test'),
       nodes: new QuietNodes(),

@@ -7,31 +7,24 @@
  * cluster with volumesOnDelete: Delete deletes its claims after its StatefulSet and pods (a finalizer holds the
  * cluster until then); by default the claims stay, and a cluster created again with the name warns of them.
  */
-import { readFileSync } from 'node:fs';
 import {
-  ApiextensionsV1Api,
   AppsV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  loadYaml,
   PatchStrategy,
   setHeaderOptions,
-  type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DynamoCluster } from '../../operator/src/api-types.js';
 import { ClientNodeKubeApi } from '../../operator/src/kube.js';
-import type { NodeAdmin, RingView } from '../../operator/src/node-admin.js';
 import { Reconciler } from '../../operator/src/reconcile.js';
-import type { NodeStatus } from '../../operator/src/scaling.js';
 import { waitFor } from '../integration/harness.js';
 import { type ControlPlane, startControlPlane } from './control-plane.js';
+import { GROUP, installCrd, QuietNodes } from './fixtures.js';
 
 const BUILD_TIMEOUT_MS = 45 * 60_000;
-const CRD = new URL('../../crds/dynamokv.io_dynamoclusters.yaml', import.meta.url);
 const NS = 'dyn-volumes';
-const GROUP = { group: 'dynamokv.io', version: 'v1alpha1', plural: 'dynamoclusters' };
 // Small and plain: no certificates to issue, one node.
 const SPEC = {
   nodes: 1,
@@ -40,22 +33,6 @@ const SPEC = {
   storage: { size: '1Gi' },
   tls: { mode: 'disabled' },
 };
-
-/** Node admin APIs that answer; no pod becomes ready here, so the reconciler hardly calls them. */
-class QuietNodes implements NodeAdmin {
-  async decommission(): Promise<NodeStatus> {
-    return { state: 'left', stream: null };
-  }
-  async status(): Promise<NodeStatus> {
-    return { state: 'up', stream: null };
-  }
-  async ring(): Promise<RingView> {
-    return { members: [] };
-  }
-  async storageBytes(): Promise<number | undefined> {
-    return 0;
-  }
-}
 
 describe('volumes that are not the nodes’ own, on a real API server', () => {
   let cp: ControlPlane;
@@ -68,18 +45,7 @@ describe('volumes that are not the nodes’ own, on a real API server', () => {
     custom = cp.kubeConfig.makeApiClient(CustomObjectsApi);
     core = cp.kubeConfig.makeApiClient(CoreV1Api);
     await core.createNamespace({ body: { metadata: { name: NS } } });
-    const ext = cp.kubeConfig.makeApiClient(ApiextensionsV1Api);
-    await ext.createCustomResourceDefinition({
-      body: loadYaml<V1CustomResourceDefinition>(readFileSync(CRD, 'utf8')),
-    });
-    await waitFor(
-      'the CRD to be served',
-      async () => {
-        await custom.listNamespacedCustomObject({ ...GROUP, namespace: NS });
-        return true;
-      },
-      30_000,
-    );
+    await installCrd(cp.kubeConfig, NS);
     reconciler = new Reconciler({
       kube: new ClientNodeKubeApi(cp.kubeConfig, 'volumes-test'),
       nodes: new QuietNodes(),
