@@ -3,16 +3,13 @@
  * a deleted key back, and the members that stopped replicating a range delete their copies.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { metric, TestCluster, waitFor } from './harness.js';
+import { metric, nodeState, TestCluster, waitFor } from './harness.js';
 
 const FLAGS = [
   ...['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200', '--cleanup-interval-ms', '300'],
   ...['--tombstone-grace-ms', '1000', '--hint-window-ms', '1000', '--tombstone-reap-interval-ms', '300'],
   ...['--anti-entropy-interval-ms', '500'],
 ];
-
-const state = async (url: string) =>
-  ((await (await fetch(`${url}/admin/status`)).json()) as { state: string }).state;
 
 describe('cleanup after moves', () => {
   let c: TestCluster | undefined;
@@ -29,7 +26,7 @@ describe('cleanup after moves', () => {
       expect(res.status).toBe(204);
     }
     const n4 = await c.addNode(true);
-    await waitFor('n4 up', async () => (await state(c!.url(n4))) === 'up', 30_000);
+    await waitFor('n4 up', async () => (await nodeState(c!.url(n4))) === 'up', 30_000);
     // Every old node stopped replicating about a quarter of the keys, and deletes its copies of them.
     for (const i of [0, 1, 2]) {
       await waitFor(
@@ -55,7 +52,7 @@ describe('cleanup after moves', () => {
     );
     // Back to 3: the ranges return to their old owners.
     expect((await fetch(`${c.url(n4)}/admin/decommission`, { method: 'POST' })).status).toBe(202);
-    await waitFor('n4 left', async () => (await state(c!.url(n4))) === 'left', 30_000);
+    await waitFor('n4 left', async () => (await nodeState(c!.url(n4))) === 'left', 30_000);
     await new Promise((r) => setTimeout(r, 1500)); // anti-entropy exchanges on the old ring
     for (const k of keys) {
       const res = await fetch(`${c.url(0)}/buckets/cl/keys/${k}?r=all`);

@@ -102,6 +102,21 @@ export async function readValues(
   return { status: res.status, values: [], body: await res.text() };
 }
 
+/** Flags that make tombstones reapable, and hints expire, within a test: 1 s grace, reaper every 200 ms. */
+export const QUICK_REAP = [
+  '--tombstone-grace-ms',
+  '1000',
+  '--hint-window-ms',
+  '1000',
+  '--tombstone-reap-interval-ms',
+  '200',
+];
+
+/** The node's lifecycle state from GET /admin/status: joining, up, leaving, left, rebuilding. */
+export async function nodeState(url: string): Promise<string> {
+  return ((await (await fetch(`${url}/admin/status`)).json()) as { state: string }).state;
+}
+
 export async function waitFor(
   what: string,
   check: () => Promise<boolean>,

@@ -11,17 +11,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AckChecker } from './ack-checker.js';
-import { metric, readValues, TestCluster, waitFor } from './harness.js';
+import { metric, nodeState, QUICK_REAP, readValues, TestCluster, waitFor } from './harness.js';
 
 const FAST = ['--gossip-interval-ms', '200', '--hint-delivery-interval-ms', '200'];
-const GC = [
-  '--tombstone-grace-ms',
-  '1000',
-  '--hint-window-ms',
-  '1000',
-  '--tombstone-reap-interval-ms',
-  '200',
-];
 
 interface RingView {
   members: Array<{ id: string; state: string; tokens?: string[] }>;
@@ -30,8 +22,6 @@ interface RingView {
 const ring = async (url: string, tokens = false): Promise<RingView> =>
   (await fetch(`${url}/admin/ring${tokens ? '?tokens=true' : ''}`)).json() as Promise<RingView>;
 const stateOf = async (url: string, id: string) => (await ring(url)).members.find((m) => m.id === id)?.state;
-const nodeState = async (url: string) =>
-  ((await (await fetch(`${url}/admin/status`)).json()) as { state: string }).state;
 
 describe('a data directory that is not the node’s place in the ring', () => {
   let c: TestCluster | undefined;
@@ -41,7 +31,9 @@ describe('a data directory that is not the node’s place in the ring', () => {
   });
 
   it('a node that left rejoins as a new member on a cleared directory; a removed one keeps refusing', async () => {
-    c = await TestCluster.start(4, [...FAST, ...GC, '--anti-entropy-interval-ms', '300'], { gossip: true });
+    c = await TestCluster.start(4, [...FAST, ...QUICK_REAP, '--anti-entropy-interval-ms', '300'], {
+      gossip: true,
+    });
     const checker = new AckChecker('rejoin');
     for (let i = 0; i < 150; i++)
       expect(await checker.write(c.url(0), `live-${i}`, `v${i}`, '?w=all')).toBe(true);

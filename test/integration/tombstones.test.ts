@@ -1,16 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { metric, TestCluster, waitFor } from './harness.js';
+import { metric, QUICK_REAP, TestCluster, waitFor } from './harness.js';
 
 const keysOn = (url: string) => metric(url, /^dynamo_storage_keys/);
-
-const GC = [
-  '--tombstone-grace-ms',
-  '1000',
-  '--hint-window-ms',
-  '1000',
-  '--tombstone-reap-interval-ms',
-  '200',
-];
 
 describe('tombstone garbage collection on a 3-node cluster', () => {
   let c: TestCluster | undefined;
@@ -46,7 +37,7 @@ describe('tombstone garbage collection on a 3-node cluster', () => {
   });
 
   it('keeps a tombstone while a replica lacks it, so the deleted value cannot come back', async () => {
-    c = await TestCluster.start(3, [...GC, '--anti-entropy-interval-ms', '300']);
+    c = await TestCluster.start(3, [...QUICK_REAP, '--anti-entropy-interval-ms', '300']);
     await fetch(`${c.url(0)}/buckets/t/keys/zombie?w=all`, { method: 'PUT', body: 'old value' });
     await c.kill(2); // n3 keeps the old value and misses the delete
     const read = await fetch(`${c.url(0)}/buckets/t/keys/zombie`);
