@@ -1,5 +1,5 @@
 import { connect, createServer, type Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   InvalidRequestError,
   PeerUnavailableError,
@@ -62,6 +62,18 @@ async function closedPort(): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Counts the connections client opens from now on. */
+function countConnections(client: TcpTransport): () => number {
+  let connections = 0;
+  const target = client as unknown as { connect: (p: string) => unknown };
+  const connect = target.connect.bind(client);
+  target.connect = (p: string) => {
+    connections++;
+    return connect(p);
+  };
+  return () => connections;
+}
 
 describe('TcpTransport', () => {
   it('delivers a request to the peer handler with the sender id and resolves with its reply', async () => {
@@ -205,7 +217,6 @@ describe('TcpTransport', () => {
 
   it('closes a connection on which nothing came back before a timeout, so the next request reconnects', async () => {
     let hang = true;
-    let connections = 0;
     const ports = new Map<string, number>();
     const server = transport('b', ports);
     await server.listen(async () => {
@@ -215,15 +226,35 @@ describe('TcpTransport', () => {
     ports.set('b', server.port);
     const client = transport('a', ports);
     await client.listen(async () => null);
-    const spy = (client as unknown as { connect: (p: string) => unknown }).connect.bind(client);
-    (client as unknown as { connect: (p: string) => unknown }).connect = (p: string) => {
-      connections++;
-      return spy(p);
-    };
+    const connections = countConnections(client);
     await expect(client.request('b', 'x', 100)).rejects.toBeInstanceOf(RequestTimeoutError);
     hang = false;
     await expect(client.request('b', 'y', 2000)).resolves.toBe('answered');
-    expect(connections).toBe(2);
+    expect(connections()).toBe(2);
+  });
+
+  it('closes it too when the request went out in the millisecond the last frame came in', async () => {
+    // A frozen clock: every frame and request share one millisecond (on a busy machine many do).
+    const now = Date.now();
+    const clock = vi.spyOn(Date, 'now').mockReturnValue(now);
+    try {
+      let hang = false;
+      const ports = new Map<string, number>();
+      const server = transport('b', ports);
+      await server.listen(async () => (hang ? new Promise(() => undefined) : 'answered'));
+      ports.set('b', server.port);
+      const client = transport('a', ports);
+      await client.listen(async () => null);
+      const connections = countConnections(client);
+      await expect(client.request('b', 'x', 2000)).resolves.toBe('answered');
+      hang = true;
+      await expect(client.request('b', 'y', 100)).rejects.toBeInstanceOf(RequestTimeoutError);
+      hang = false;
+      await expect(client.request('b', 'z', 2000)).resolves.toBe('answered');
+      expect(connections()).toBe(2);
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it('answers the requests in flight before it closes (a graceful shutdown loses no reply)', async () => {

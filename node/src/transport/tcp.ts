@@ -91,8 +91,8 @@ class PeerConnection {
   readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closedError: Error | undefined;
-  /** When a frame last arrived from the peer (ms). */
-  lastFrameAt = Date.now();
+  /** Frames that arrived from the peer: a request that times out with none since it went out had no answer. */
+  private framesIn = 0;
 
   constructor(
     readonly peer: string,
@@ -106,14 +106,15 @@ class PeerConnection {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    const sentAt = Date.now();
+    // A count, not a clock: a frame that came in the millisecond the request went out is no answer to it.
+    const framesBefore = this.framesIn;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new RequestTimeoutError(this.peer, timeoutMs));
         // Nothing at all came back since: the connection is dead or half-open (a peer that moved, a
         // host that vanished), not merely slow. Close it, so the next request connects afresh.
-        if (this.lastFrameAt < sentAt) this.socket.destroy(new Error(`no answer for ${timeoutMs} ms`));
+        if (this.framesIn === framesBefore) this.socket.destroy(new Error(`no answer for ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
       send(this.socket, FrameKind.Request, id, body);
@@ -121,7 +122,7 @@ class PeerConnection {
   }
 
   onFrame(frame: Frame): void {
-    this.lastFrameAt = Date.now();
+    this.framesIn++;
     const p = this.pending.get(frame.id);
     if (!p) return; // already timed out
     this.pending.delete(frame.id);
